@@ -1,0 +1,68 @@
+# weft -- build, install, test, bench, demo.
+#   make                  build build/weft/core.so and build/weft (the program)
+#   make test             bootstrap, build, run every spec
+#   make demo             bootstrap, build, run an example flow
+#   make bench            speed and memory figures beside Python's
+#   make install PREFIX=/usr/local
+
+PREFIX  ?= /usr/local
+LIBDIR  ?= $(PREFIX)/lib/lua/5.4
+LUADIR  ?= $(PREFIX)/share/lua/5.4
+BINDIR  ?= $(PREFIX)/bin
+INCDIR  ?= $(PREFIX)/include
+LUA_INCDIR ?= /usr/include/lua5.4
+
+CC      ?= cc
+CFLAGS  ?= -O2 -g
+WEFT_CFLAGS = -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -fPIC -pthread \
+              -I$(LUA_INCDIR) -Iruntime/include -Iruntime/src
+LUA_LIBS = -llua5.4
+
+BUILD   = build
+SRCS    = runtime/src/lweft.c runtime/src/proto.c runtime/src/wire.c \
+          runtime/src/future.c runtime/src/pool.c runtime/src/run.c
+OBJS    = $(SRCS:runtime/src/%.c=$(BUILD)/obj/%.o)
+HDRS    = $(wildcard runtime/src/*.h) runtime/include/weft.h
+
+LUA_ENV = LUA_PATH="$(CURDIR)/lua/?.lua;$(CURDIR)/lua/?/init.lua;;" \
+          LUA_CPATH="$(CURDIR)/$(BUILD)/?.so;;"
+
+.PHONY: all test demo bench install clean bootstrap
+
+all: $(BUILD)/weft/core.so $(BUILD)/weft/weft
+
+$(BUILD)/obj/%.o: runtime/src/%.c $(HDRS)
+	@mkdir -p $(dir $@)
+	$(CC) $(WEFT_CFLAGS) $(CFLAGS) -c -o $@ $<
+
+# The Lua interpreter exports its API to loaded modules: the module does
+# not link liblua itself (as Debian's Lua modules do).
+$(BUILD)/weft/core.so: $(OBJS)
+	@mkdir -p $(dir $@)
+	$(CC) -shared -pthread $(CFLAGS) -o $@ $(OBJS)
+
+$(BUILD)/weft/weft: runtime/cli/weft.c $(OBJS)
+	$(CC) $(WEFT_CFLAGS) $(CFLAGS) -DWEFT_LUADIR='"$(LUADIR)"' -o $@ runtime/cli/weft.c \
+	  $(OBJS) $(LUA_LIBS) -lm -ldl
+
+bootstrap:
+	@scripts/bootstrap
+
+test: bootstrap all
+	@scripts/test
+
+demo: bootstrap all
+	$(LUA_ENV) lua5.4 scripts/examples/squares.lua
+
+bench: all
+	lua5.4 scripts/bench/run
+
+install: all
+	install -d $(DESTDIR)$(LIBDIR)/weft $(DESTDIR)$(LUADIR)/weft $(DESTDIR)$(BINDIR) $(DESTDIR)$(INCDIR)
+	install -m 755 $(BUILD)/weft/core.so $(DESTDIR)$(LIBDIR)/weft/core.so
+	install -m 644 lua/weft/*.lua $(DESTDIR)$(LUADIR)/weft/
+	install -m 755 $(BUILD)/weft/weft $(DESTDIR)$(BINDIR)/weft
+	install -m 644 runtime/include/weft.h $(DESTDIR)$(INCDIR)/weft.h
+
+clean:
+	rm -rf $(BUILD)

@@ -1,0 +1,329 @@
+-- weft: parallel execution for Lua 5.4.
+--
+-- This is the thin Lua layer over the C core (weft.core): option tables,
+-- executor specs, map, gather.  Everything that moves values between states,
+-- waits or runs tasks is in C.
+
+local core = require "weft.core"
+
+local weft = {
+  version = core.version,
+  Error = core.Error,
+  Future = core.Future,
+  Executor = core.Executor,
+  ALL_COMPLETED = core.ALL_COMPLETED,
+  FIRST_COMPLETED = core.FIRST_COMPLETED,
+  FIRST_EXCEPTION = core.FIRST_EXCEPTION,
+  future = core.future,
+  is = core.is,
+}
+
+local Executor = core.Executor
+local is_future = core.is_future
+local Error = core.Error
+local math_type, type, select, pairs, ipairs = math.type, type, select, pairs, ipairs
+local setmetatable, getmetatable, error = setmetatable, getmetatable, error
+local min, max, ceil = math.min, math.max, math.ceil
+
+-- Raises a weft.Error of `kind`; level 2 so the message points at the caller.
+local function raise(kind, fmt, ...)
+  error(core.error(kind, string.format(fmt, ...)), 0)
+end
+weft._raise = raise
+
+-- === options =============================================================
+
+-- Checks an options table against a list of allowed keys.
+local function check_opts(what, opts, allowed)
+  if opts == nil then return {} end
+  if type(opts) ~= "table" then
+    raise("config", "%s: options must be a table, got %s", what, type(opts))
+  end
+  for k in pairs(opts) do
+    if not allowed[k] then
+      local names = {}
+      for name in pairs(allowed) do names[#names + 1] = name end
+      table.sort(names)
+      raise("config", "%s: unknown option %s (known: %s)", what, tostring(k),
+            table.concat(names, ", "))
+    end
+  end
+  return opts
+end
+
+local function check_workers(what, n)
+  if n == nil then return core.cpu_count() end
+  if math_type(n) ~= "integer" then
+    if type(n) == "number" and n == math.floor(n) and n > 0 and n < 2^31 then
+      return math.tointeger(n)
+    end
+    raise("config", "%s: workers must be a positive integer, got %s", what,
+          type(n) == "number" and tostring(n) or type(n))
+  end
+  if n <= 0 then
+    raise("config", "%s: workers must be a positive integer, got %d", what, n)
+  end
+  return n
+end
+
+local function check_timeout(what, t)
+  if t == nil then return nil end
+  if type(t) ~= "number" or t ~= t or t < 0 then
+    raise("config", "%s: timeout must be a non-negative number of seconds, got %s",
+          what, tostring(t))
+  end
+  return t
+end
+
+-- === executors ===========================================================
+
+--- weft.inline(): runs each task in the caller, at submit time.
+function weft.inline(opts)
+  opts = check_opts("weft.inline", opts, { name = true })
+  return core.pool("inline", 1, opts.name)
+end
+
+local thread_opts = { workers = true, init = true, init_args = true,
+                      timeout = true, name = true }
+
+--- weft.threads{workers=, init=, init_args=, timeout=, name=}
+function weft.threads(opts)
+  opts = check_opts("weft.threads", opts, thread_opts)
+  local n = check_workers("weft.threads", opts.workers)
+  if opts.init ~= nil and type(opts.init) ~= "function" then
+    raise("config", "weft.threads: init must be a function, got %s", type(opts.init))
+  end
+  if opts.init_args ~= nil and type(opts.init_args) ~= "table" then
+    raise("config", "weft.threads: init_args must be a list, got %s", type(opts.init_args))
+  end
+  if opts.name ~= nil and type(opts.name) ~= "string" then
+    raise("config", "weft.threads: name must be a string, got %s", type(opts.name))
+  end
+  if check_timeout("weft.threads", opts.timeout) ~= nil then
+    -- Per-task deadlines need the deadline service, which is not built
+    -- yet; refusing beats a timeout that silently does nothing.
+    raise("config", "weft.threads: per-task timeouts are not supported in this version")
+  end
+  return core.pool("threads", n, opts.name, opts.init, opts.init_args)
+end
+
+--- weft.executor(spec): "inline", "threads", "threads:8".
+function weft.executor(spec)
+  if core.is_executor(spec) then return spec end
+  if type(spec) ~= "string" then
+    raise("config", "weft.executor: spec must be a string, got %s", type(spec))
+  end
+  local kind, arg = spec:match("^(%a+):?(.*)$")
+  if kind == "inline" and arg == "" then
+    return weft.inline()
+  elseif kind == "threads" then
+    local n
+    if arg ~= "" then
+      n = math.tointeger(tonumber(arg))
+      if not n or not arg:match("^%d+$") then
+        raise("config", "weft.executor: bad worker count in %q (expected threads:N)", spec)
+      end
+    end
+    return weft.threads { workers = n }
+  elseif kind == "processes" or spec:match("^redis") then
+    raise("config", "weft.executor: %q needs an executor that is not built yet", spec)
+  end
+  raise("config", "weft.executor: unknown executor spec %q "
+        .. "(expected inline, threads or threads:N)", spec)
+end
+
+-- === map =================================================================
+
+local map_opts = { timeout = true, chunksize = true, ordered = true,
+                   spread = true, window = true }
+
+local function bless(err)
+  local e = err
+  while type(e) == "table" and e.kind and getmetatable(e) == nil do
+    setmetatable(e, Error)
+    e = e.cause
+  end
+  return err
+end
+
+--- ex:map(fn, items [, opts]) -> iterator of (index, first result)
+function Executor:map(fn, items, opts)
+  opts = check_opts("map", opts, map_opts)
+  local workers = self:stats().workers
+  local timeout = check_timeout("map", opts.timeout)
+  local deadline = timeout and core.now() + timeout
+  local list, nextitem
+  if type(items) == "table" then
+    list = items
+  elseif type(items) == "function" then
+    nextitem = items
+  else
+    raise("config", "map: items must be a list or an iterator function, got %s", type(items))
+  end
+  if type(fn) ~= "function" then
+    raise("config", "map: the task must be a function, got %s", type(fn))
+  end
+  local chunksize = opts.chunksize
+  if chunksize == nil then
+    chunksize = list and max(1, min(1024, ceil(#list / (workers * 8)))) or 16
+  elseif math_type(chunksize) ~= "integer" or chunksize < 1 then
+    raise("config", "map: chunksize must be a positive integer, got %s", tostring(chunksize))
+  end
+  local window = opts.window or max(2 * chunksize, 4 * workers * chunksize)
+  if math_type(window) ~= "integer" or window < 1 then
+    raise("config", "map: window must be a positive integer, got %s", tostring(window))
+  end
+  local ordered = opts.ordered ~= false
+  local spread = opts.spread and true or false
+  local n = list and #list               -- items in a list
+  local submitted = 0                    -- items sent so far
+  local exhausted = false
+  local inflight = 0                     -- items sent, not yet yielded
+  local chunks = {}                      -- ordered: FIFO of chunk records
+  local chead, ctail = 1, 0
+  local pending = {}                     -- unordered: futures not yet done
+  local byfuture = {}
+  local cur, curpos                      -- chunk being yielded
+  local buf = {}
+
+  local function submit_next()
+    local first = submitted + 1
+    local fut, count
+    if list then
+      if first > n then exhausted = true return false end
+      local last = min(n, submitted + chunksize)
+      fut = self:_submit_chunk(fn, list, first, last, spread)
+      count = last - first + 1
+    else
+      count = 0
+      for k = 1, chunksize do
+        local v = nextitem()
+        if v == nil then exhausted = true break end
+        buf[k] = v
+        count = k
+      end
+      if count == 0 then return false end
+      fut = self:_submit_chunk(fn, buf, 1, count, spread)
+      for k = 1, count do buf[k] = nil end
+    end
+    local rec = { future = fut, first = first, count = count }
+    submitted = submitted + count
+    inflight = inflight + count
+    if ordered then
+      ctail = ctail + 1
+      chunks[ctail] = rec
+    else
+      pending[#pending + 1] = fut
+      byfuture[fut] = rec
+    end
+    return true
+  end
+
+  local function fill()
+    while not exhausted and inflight + chunksize <= window do
+      if not submit_next() then break end
+    end
+    if inflight == 0 and not exhausted then submit_next() end
+  end
+
+  local function remaining()
+    if not deadline then return nil end
+    local left = deadline - core.now()
+    if left <= 0 then
+      raise("timeout", "map: not finished within %g s", timeout)
+    end
+    return left
+  end
+
+  -- Waits for the next finished chunk; returns its record or nil at the end.
+  local function next_chunk()
+    fill()
+    if ordered then
+      local rec = chunks[chead]
+      if not rec then return nil end
+      chunks[chead] = nil
+      chead = chead + 1
+      local ok, err = pcall(rec.future.result, rec.future, remaining())
+      if not ok then
+        if core.is(err, "timeout") then
+          raise("timeout", "map: not finished within %g s", timeout)
+        end
+        error(err, 0)
+      end
+      return rec
+    end
+    if #pending == 0 then return nil end
+    local done = core.wait(pending, remaining(), core.FIRST_COMPLETED)
+    if #done == 0 then raise("timeout", "map: not finished within %g s", timeout) end
+    local f = done[1]
+    for k = 1, #pending do
+      if pending[k] == f then table.remove(pending, k) break end
+    end
+    local rec = byfuture[f]
+    byfuture[f] = nil
+    return rec
+  end
+
+  local function iterate()
+    while true do
+      if cur then
+        local k = curpos
+        if k <= cur.count then
+          curpos = k + 1
+          inflight = inflight - 1
+          local errs = cur.errors
+          if errs and errs[k] then error(bless(errs[k]), 0) end
+          return cur.first + k - 1, cur.values[k]
+        end
+        cur = nil
+      end
+      local rec = next_chunk()
+      if not rec then return nil end
+      local ok, values, errs = pcall(rec.future.result, rec.future)
+      if not ok then error(values, 0) end     -- the chunk as a whole failed
+      rec.values, rec.errors = values, errs
+      cur, curpos = rec, 1
+    end
+  end
+
+  -- Closing the loop early (break, error) cancels what has not started.
+  local closer = setmetatable({}, { __close = function()
+    for k = chead, ctail do
+      if chunks[k] then chunks[k].future:cancel() end
+    end
+    for _, f in ipairs(pending) do f:cancel() end
+  end })
+  return iterate, nil, nil, closer
+end
+
+-- === waiting =============================================================
+
+local wait_opts = { timeout = true, return_when = true }
+
+--- weft.wait(futures [, opts]) -> done, not_done
+function weft.wait(futures, opts)
+  opts = check_opts("weft.wait", opts, wait_opts)
+  return core.wait(futures, opts.timeout, opts.return_when)
+end
+
+--- weft.as_completed(futures [, timeout])
+function weft.as_completed(futures, timeout)
+  return core.as_completed(futures, timeout)
+end
+
+--- weft.gather(x): x with every future replaced by its first result.
+function weft.gather(x)
+  local seen = {}
+  local function walk(v)
+    if is_future(v) then return (v:result()) end
+    if type(v) ~= "table" or getmetatable(v) == Error then return v end
+    if seen[v] then return seen[v] end
+    local out = {}
+    seen[v] = out
+    for k, item in pairs(v) do out[k] = walk(item) end
+    return out
+  end
+  return walk(x)
+end
+
+return weft

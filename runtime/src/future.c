@@ -1,0 +1,1224 @@
+/*
+ * future.c -- futures, homes, waits, done-callbacks and error objects.
+ *
+ * The split follows CPython's concurrent.futures._base: this file knows
+ * nothing about executors; pools create futures and settle them.
+ *
+ * Wake-ups without a lock per completion.  A completer (usually a worker
+ * thread) stores the final state, then looks at f->watched; a waiter sets
+ * f->watched (under the home lock) before it checks the state.  Both are
+ * sequentially consistent, so either the waiter sees the final state or the
+ * completer sees `watched` and takes the home lock to run the waiters,
+ * dependents and callbacks hung on f and to signal the home's condition.
+ * A future nobody waits on is settled with two atomic operations.
+ *
+ * Locks: pool locks (rank 1) may be held while taking a home lock (rank 2);
+ * never the other way round.  No lock is held while Lua code runs.
+ */
+#include "future.h"
+
+#include <errno.h>
+#include <lauxlib.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "wire.h"
+
+#define FUTURE_MT "weft.Future"
+#define ERROR_MT "weft.Error"
+#define HOME_MT "weft.home"
+#define ASCOMPLETED_MT "weft.as_completed"
+
+static const char HOME_KEY = 'h';       /* registry: this state's home */
+static const char CALLBACKS = 'c';      /* registry: future ptr -> {ud, cb...} */
+static const char REPORTER = 'r';       /* registry: function(err) or nil */
+
+static const char *const kind_names[WK_COUNT] = {
+    "none", "task", "timeout", "cancelled", "dependency", "shutdown",
+    "broken", "worker_died", "invalid_state", "serialization", "config"};
+
+const char *weft_kind_name(weft_kind k) {
+  return (unsigned)k < WK_COUNT ? kind_names[k] : "unknown";
+}
+
+/* === time ================================================================ */
+
+double weft_now(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static void deadline_timespec(double deadline, struct timespec *ts) {
+  double s = floor(deadline);
+  ts->tv_sec = (time_t)s;
+  ts->tv_nsec = (long)((deadline - s) * 1e9);
+  if (ts->tv_nsec >= 1000000000L) { ts->tv_sec++; ts->tv_nsec -= 1000000000L; }
+}
+
+double weft_opt_timeout(lua_State *L, int arg, const char *what) {
+  lua_Number t;
+  if (lua_isnoneornil(L, arg)) return -1;
+  if (lua_type(L, arg) != LUA_TNUMBER)
+    weft_error(L, WK_CONFIG, "%s must be a number of seconds, got %s", what,
+               luaL_typename(L, arg));
+  t = lua_tonumber(L, arg);
+  if (!(t >= 0))
+    weft_error(L, WK_CONFIG, "%s must be a non-negative number of seconds, got %s",
+               what, lua_tostring(L, arg));
+  return t;
+}
+
+/* === error objects ======================================================= */
+
+void weft_push_error(lua_State *L, weft_kind kind, const char *fmt, ...) {
+  va_list ap;
+  lua_createtable(L, 0, 4);
+  lua_pushstring(L, weft_kind_name(kind));
+  lua_setfield(L, -2, "kind");
+  va_start(ap, fmt);
+  lua_pushvfstring(L, fmt, ap);
+  va_end(ap);
+  lua_setfield(L, -2, "message");
+  luaL_setmetatable(L, ERROR_MT);
+}
+
+int weft_error(lua_State *L, weft_kind kind, const char *fmt, ...) {
+  va_list ap;
+  lua_createtable(L, 0, 4);
+  lua_pushstring(L, weft_kind_name(kind));
+  lua_setfield(L, -2, "kind");
+  va_start(ap, fmt);
+  lua_pushvfstring(L, fmt, ap);
+  va_end(ap);
+  lua_setfield(L, -2, "message");
+  luaL_setmetatable(L, ERROR_MT);
+  return lua_error(L);
+}
+
+/* Gives the error-record table at the top (and its cause chain) the
+ * weft.Error metatable. */
+static void bless_error(lua_State *L) {
+  int depth = 0;
+  lua_pushvalue(L, -1);
+  while (lua_istable(L, -1) && depth++ < 100) {
+    if (lua_getfield(L, -1, "kind") != LUA_TSTRING) { lua_pop(L, 1); break; }
+    lua_pop(L, 1);
+    luaL_setmetatable(L, ERROR_MT);
+    lua_getfield(L, -1, "cause");
+    lua_remove(L, -2);
+  }
+  lua_pop(L, 1);
+}
+
+/* tostring(err): "weft.Error [kind] in task 'x': message", the worker's
+ * traceback, then each cause the same way. */
+static int error_tostring(lua_State *L) {
+  int depth = 0, err;
+  lua_pushliteral(L, "");
+  lua_pushvalue(L, 1);
+  while (lua_istable(L, -1) && depth < 20) {
+    const char *kind, *msg, *task, *tb;
+    err = lua_gettop(L);
+    lua_getfield(L, err, "kind");
+    lua_getfield(L, err, "message");
+    lua_getfield(L, err, "task");
+    lua_getfield(L, err, "traceback");
+    kind = lua_tostring(L, err + 1);
+    msg = lua_tostring(L, err + 2);
+    task = lua_tostring(L, err + 3);
+    tb = lua_tostring(L, err + 4);
+    lua_pushvalue(L, err - 1);
+    lua_pushfstring(L, "%sweft.Error [%s]%s%s%s: %s%s%s", depth ? "\ncaused by: " : "",
+                    kind ? kind : "?", task ? " in task '" : "", task ? task : "",
+                    task ? "'" : "", msg ? msg : "(no message)", tb ? "\n" : "",
+                    tb ? tb : "");
+    lua_concat(L, 2);
+    lua_replace(L, err - 1);
+    lua_settop(L, err);
+    lua_getfield(L, err, "cause");
+    lua_remove(L, err);
+    depth++;
+  }
+  lua_pop(L, 1);
+  return 1;
+}
+
+/* weft.is(err, kind) */
+static int l_is(lua_State *L) {
+  int ok = 0;
+  if (lua_getmetatable(L, 1)) {
+    luaL_getmetatable(L, ERROR_MT);
+    ok = lua_rawequal(L, -1, -2);
+    lua_pop(L, 2);
+  }
+  if (ok && !lua_isnoneornil(L, 2)) {
+    lua_getfield(L, 1, "kind");
+    ok = lua_rawequal(L, -1, 2) || (lua_type(L, 2) == LUA_TSTRING && lua_type(L, -1) == LUA_TSTRING &&
+                                    strcmp(lua_tostring(L, -1), lua_tostring(L, 2)) == 0);
+    lua_pop(L, 1);
+  }
+  lua_pushboolean(L, ok);
+  return 1;
+}
+
+/* weft.core.error(kind, message [, fields]) -> error object (not raised) */
+static int l_make_error(lua_State *L) {
+  const char *kind = luaL_checkstring(L, 1);
+  const char *msg = luaL_checkstring(L, 2);
+  int k;
+  for (k = 1; k < WK_COUNT && strcmp(kind_names[k], kind) != 0; k++) {}
+  if (k == WK_COUNT) return luaL_argerror(L, 1, "unknown error kind");
+  weft_push_error(L, (weft_kind)k, "%s", msg);
+  if (lua_istable(L, 3)) {
+    lua_pushnil(L);
+    while (lua_next(L, 3)) {
+      lua_pushvalue(L, -2);
+      lua_insert(L, -2);
+      lua_rawset(L, -4);
+    }
+  }
+  return 1;
+}
+
+/* === homes =============================================================== */
+
+static int home_gc(lua_State *L) {
+  home **hp = luaL_checkudata(L, 1, HOME_MT);
+  if (*hp) {
+    pthread_mutex_lock(&(*hp)->lock);
+    (*hp)->closed = 1;
+    pthread_mutex_unlock(&(*hp)->lock);
+    home_unref(*hp);
+    *hp = NULL;
+  }
+  return 0;
+}
+
+home *home_of(lua_State *L) {
+  home *h, **hp;
+  pthread_condattr_t ca;
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &HOME_KEY) == LUA_TUSERDATA) {
+    h = *(home **)lua_touserdata(L, -1);
+    lua_pop(L, 1);
+    return h;
+  }
+  lua_pop(L, 1);
+  h = calloc(1, sizeof *h);
+  if (h == NULL) luaL_error(L, "weft: out of memory");
+  atomic_init(&h->refs, 1);
+  pthread_mutex_init(&h->lock, NULL);
+  pthread_condattr_init(&ca);
+  pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+  pthread_cond_init(&h->cond, &ca);
+  pthread_condattr_destroy(&ca);
+  hp = lua_newuserdatauv(L, sizeof *hp, 0);
+  *hp = h;
+  luaL_setmetatable(L, HOME_MT);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &HOME_KEY);
+  return h;
+}
+
+static void home_ref(home *h) { atomic_fetch_add(&h->refs, 1); }
+
+void home_unref(home *h) {
+  if (h && atomic_fetch_sub(&h->refs, 1) == 1) {
+    future *f = h->done_head;
+    while (f) {               /* callbacks that can no longer run */
+      future *next = f->next_done;
+      future_unref(f);
+      f = next;
+    }
+    pthread_mutex_destroy(&h->lock);
+    pthread_cond_destroy(&h->cond);
+    free(h);
+  }
+}
+
+/* === futures: life and settling ========================================== */
+
+future *future_new(home *h, struct pool *p) {
+  future *f = calloc(1, sizeof *f);
+  if (f == NULL) return NULL;
+  atomic_init(&f->refs, 1);
+  atomic_init(&f->state, FS_PENDING);
+  atomic_init(&f->watched, 0);
+  home_ref(h);
+  f->home = h;
+  f->pool = p;
+  return f;
+}
+
+void future_ref(future *f) {
+  atomic_fetch_add_explicit(&f->refs, 1, memory_order_relaxed);
+}
+
+extern void pool_unref(struct pool *p);
+
+void future_unref(future *f) {
+  if (f && atomic_fetch_sub_explicit(&f->refs, 1, memory_order_acq_rel) == 1) {
+    free(f->data);
+    free(f->name);
+    if (f->cause) future_unref(f->cause);
+    if (f->pool) pool_unref(f->pool);
+    home_unref(f->home);
+    free(f);
+  }
+}
+
+int future_state(const future *f) {
+  return atomic_load_explicit(&((future *)f)->state, memory_order_acquire);
+}
+
+int future_start(future *f) {
+  int expected = FS_PENDING;
+  return atomic_compare_exchange_strong(&f->state, &expected, FS_RUNNING);
+}
+
+/* A waiter hung on several futures by wait() or as_completed(). */
+typedef struct wlink {
+  struct wlink *next;
+  struct waiter *w;
+  size_t index;
+} wlink;
+
+typedef struct waiter {
+  size_t n;
+  future **fs;          /* unique futures, one reference each */
+  wlink *links;
+  size_t *fin;          /* indexes of futures that settled, in order */
+  size_t nfin;
+  unsigned char *seen;  /* already accounted for */
+  int installed;
+} waiter;
+
+/* Caller holds h->lock. */
+static void waiter_hit(wlink *l) { l->w->fin[l->w->nfin++] = l->index; }
+
+/* Publishes f's final state to whoever watches it.  Dependents are moved to
+ * `*work` for the caller to process without any lock held. */
+static void future_notify(future *f, dlink **work) {
+  home *h = f->home;
+  wlink *l;
+  dlink *d;
+  if (!atomic_load(&f->watched)) return;
+  pthread_mutex_lock(&h->lock);
+  for (l = f->waiters; l; l = l->next) waiter_hit(l);
+  while ((d = f->dependents) != NULL) {
+    f->dependents = d->next;
+    d->upstream = f;
+    future_ref(f);
+    d->next = *work;
+    *work = d;
+  }
+  f->notified = 1;
+  if (f->has_callbacks && !f->queued_done && !h->closed) {
+    future_ref(f);
+    f->queued_done = 1;
+    f->next_done = NULL;
+    if (h->done_tail) h->done_tail->next_done = f; else h->done_head = f;
+    h->done_tail = f;
+  }
+  if (h->sleeping) pthread_cond_signal(&h->cond);
+  pthread_mutex_unlock(&h->lock);
+}
+
+int future_settle_into(future *f, int state, char *data, size_t len,
+                       future *cause, dlink **work) {
+  int s = atomic_load(&f->state);
+  do {
+    if (s >= FS_SETTLING) return -1;
+  } while (!atomic_compare_exchange_weak(&f->state, &s, FS_SETTLING));
+  f->data = data;
+  f->len = len;
+  f->cause = cause;
+  atomic_store(&f->state, state);
+  future_notify(f, work);
+  return 0;
+}
+
+int future_settle(future *f, int state, char *data, size_t len, future *cause) {
+  dlink *work = NULL;
+  int rc = future_settle_into(f, state, data, len, cause, &work);
+  while (work) {
+    dlink *d = work;
+    future *up = d->upstream;
+    work = d->next;
+    pool_on_dependency_settled(d->task, up, &work);
+    future_unref(up);
+    free(d);
+  }
+  return rc;
+}
+
+int future_cancel(future *f) {
+  int s = atomic_load(&f->state);
+  if (s == FS_CANCELLED) return 1;
+  if (s != FS_PENDING) return 0;
+  if (future_settle(f, FS_CANCELLED, NULL, 0, NULL) != 0)
+    return future_state(f) == FS_CANCELLED;
+  if (f->pool) pool_on_cancel(f->pool, f);
+  return 1;
+}
+
+int future_add_dependent(future *f, struct task *t) {
+  home *h = f->home;
+  dlink *d = malloc(sizeof *d);
+  int done;
+  if (d == NULL) return -1;
+  d->task = t;
+  d->upstream = NULL;
+  pthread_mutex_lock(&h->lock);
+  atomic_store(&f->watched, 1);
+  done = FS_IS_FINAL(future_state(f));
+  if (!done) {
+    d->next = f->dependents;
+    f->dependents = d;
+  }
+  pthread_mutex_unlock(&h->lock);
+  if (done) free(d);
+  return done;
+}
+
+/* === waiting ============================================================= */
+
+/* Writes a message through the reporter set by the Lua layer (weft's
+ * logger), or to stderr. */
+static void report_message(lua_State *L, const char *msg) {
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &REPORTER) == LUA_TFUNCTION) {
+    lua_pushstring(L, msg);
+    if (lua_pcall(L, 1, 0, 0) == LUA_OK) return;
+  }
+  lua_pop(L, 1);
+  fprintf(stderr, "%s\n", msg);
+}
+
+/* Errors in done-callbacks are reported and ignored. */
+static void report_callback_error(lua_State *L, int err) {
+  int top = lua_gettop(L);
+  err = lua_absindex(L, err);
+  lua_pushfstring(L, "weft: error in a done-callback (ignored): %s",
+                  luaL_tolstring(L, err, NULL));
+  report_message(L, lua_tostring(L, -1));
+  lua_settop(L, top);
+}
+
+/* Runs the callbacks of futures that settled since the last dispatch.  Must
+ * be called by the home's own thread, with no lock held. */
+int home_dispatch(lua_State *L) {
+  home *h = home_of(L);
+  int ran = 0;
+  for (;;) {
+    future *f;
+    int top = lua_gettop(L), i, n;
+    pthread_mutex_lock(&h->lock);
+    f = h->done_head;
+    if (f) {
+      h->done_head = f->next_done;
+      if (h->done_head == NULL) h->done_tail = NULL;
+      f->queued_done = 0;
+    }
+    pthread_mutex_unlock(&h->lock);
+    if (f == NULL) return ran;
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &CALLBACKS);
+    if (lua_rawgetp(L, -1, f) == LUA_TTABLE) {
+      lua_pushnil(L);
+      lua_rawsetp(L, -3, f);        /* each callback runs once */
+      n = (int)lua_rawlen(L, -1);
+      for (i = 2; i <= n; i++) {
+        lua_rawgeti(L, -1, i);
+        lua_rawgeti(L, -2, 1);      /* the future userdata */
+        if (lua_pcall(L, 1, 0, 0) != LUA_OK) report_callback_error(L, -1);
+        lua_settop(L, top + 2);
+        ran++;
+      }
+    }
+    lua_settop(L, top);
+    future_unref(f);
+  }
+}
+
+/* Sleeps on the home's condition until woken or `deadline` passes.  Caller
+ * holds h->lock.  Returns 0 on wake-up, ETIMEDOUT after the deadline. */
+static int home_sleep(home *h, double deadline) {
+  int rc;
+  h->sleeping = 1;
+  if (deadline < 0) {
+    rc = pthread_cond_wait(&h->cond, &h->lock);
+  } else {
+    struct timespec ts;
+    deadline_timespec(deadline, &ts);
+    rc = pthread_cond_timedwait(&h->cond, &h->lock, &ts);
+  }
+  h->sleeping = 0;
+  return rc;
+}
+
+int future_wait(lua_State *L, future *f, double deadline) {
+  home *h = f->home;
+  if (FS_IS_FINAL(future_state(f))) return 1;
+  if (h != home_of(L)) {
+    /* Not ours (cannot happen through the API): poll politely. */
+    while (!FS_IS_FINAL(future_state(f))) {
+      struct timespec ts = {0, 1000000};
+      if (deadline >= 0 && weft_now() >= deadline) return 0;
+      nanosleep(&ts, NULL);
+    }
+    return 1;
+  }
+  atomic_store(&f->watched, 1);
+  for (;;) {
+    int timed_out = 0;
+    home_dispatch(L);
+    pthread_mutex_lock(&h->lock);
+    while (!FS_IS_FINAL(future_state(f)) && h->done_head == NULL && !timed_out)
+      timed_out = home_sleep(h, deadline) == ETIMEDOUT;
+    pthread_mutex_unlock(&h->lock);
+    if (FS_IS_FINAL(future_state(f))) {
+      home_dispatch(L);
+      return 1;
+    }
+    if (timed_out) return 0;
+  }
+}
+
+static void waiter_uninstall(home *h, waiter *w) {
+  size_t i;
+  if (!w->installed) return;
+  pthread_mutex_lock(&h->lock);
+  for (i = 0; i < w->n; i++) {
+    wlink **pp = &w->fs[i]->waiters;
+    while (*pp && *pp != &w->links[i]) pp = &(*pp)->next;
+    if (*pp) *pp = w->links[i].next;
+  }
+  pthread_mutex_unlock(&h->lock);
+  w->installed = 0;
+}
+
+static void waiter_free(home *h, waiter *w) {
+  size_t i;
+  waiter_uninstall(h, w);
+  for (i = 0; i < w->n; i++) future_unref(w->fs[i]);
+  free(w->fs);
+  free(w->links);
+  free(w->fin);
+  free(w->seen);
+  w->fs = NULL;
+  w->n = 0;
+}
+
+/* Fills w with the unique futures of the list at `idx`; `pos` (if given)
+ * receives, for each list element, its index among the unique ones. */
+static int waiter_init(lua_State *L, waiter *w, int idx, size_t **pos) {
+  size_t n = (size_t)lua_rawlen(L, idx), i, j;
+  memset(w, 0, sizeof *w);
+  w->fs = calloc(n ? n : 1, sizeof *w->fs);
+  w->links = calloc(n ? n : 1, sizeof *w->links);
+  w->fin = calloc(n ? n : 1, sizeof *w->fin);
+  w->seen = calloc(n ? n : 1, 1);
+  if (pos) *pos = calloc(n ? n : 1, sizeof **pos);
+  if (!w->fs || !w->links || !w->fin || !w->seen || (pos && !*pos)) {
+    if (pos) free(*pos);
+    return -1;
+  }
+  lua_newtable(L);     /* future userdata -> unique index, for dedup */
+  for (i = 0; i < n; i++) {
+    future *f;
+    lua_rawgeti(L, idx, (lua_Integer)i + 1);
+    f = future_check(L, -1);
+    if (f == NULL) {
+      lua_pop(L, 2);
+      waiter_free(home_of(L), w);
+      if (pos) free(*pos);
+      return -2 - (int)i;
+    }
+    lua_pushvalue(L, -1);
+    if (lua_rawget(L, -3) == LUA_TNUMBER) {
+      j = (size_t)lua_tointeger(L, -1);
+      lua_pop(L, 2);
+    } else {
+      lua_pop(L, 1);
+      j = w->n++;
+      future_ref(f);
+      w->fs[j] = f;
+      lua_pushinteger(L, (lua_Integer)j);
+      lua_rawset(L, -3);
+    }
+    if (pos) (*pos)[i] = j;
+  }
+  lua_pop(L, 1);
+  return 0;
+}
+
+static void waiter_install(home *h, waiter *w) {
+  size_t i;
+  pthread_mutex_lock(&h->lock);
+  for (i = 0; i < w->n; i++) {
+    future *f = w->fs[i];
+    w->links[i].w = w;
+    w->links[i].index = i;
+    w->links[i].next = f->waiters;
+    f->waiters = &w->links[i];
+    atomic_store(&f->watched, 1);
+  }
+  w->installed = 1;
+  pthread_mutex_unlock(&h->lock);
+}
+
+static void bad_future_arg(lua_State *L, int arg, int code) {
+  if (code == -1) luaL_error(L, "weft: out of memory");
+  lua_pushfstring(L, "element %d is not a future", -code - 1);
+  luaL_argerror(L, arg, lua_tostring(L, -1));
+}
+
+/* Checks that the argument is a list (table) of futures. */
+static void check_future_list(lua_State *L, int arg) {
+  if (!lua_istable(L, arg)) {
+    lua_pushfstring(L, "a list of futures expected, got %s", luaL_typename(L, arg));
+    weft_error(L, WK_CONFIG, "%s", lua_tostring(L, -1));
+  }
+}
+
+enum { WAIT_ALL, WAIT_FIRST_COMPLETED, WAIT_FIRST_EXCEPTION };
+
+/* weft.wait(futures, timeout, return_when) -> done, not_done */
+static int l_wait(lua_State *L) {
+  waiter w;
+  size_t *pos = NULL, i, ndone = 0, total;
+  home *h = home_of(L);
+  double timeout, deadline;
+  int mode, rc, failed = 0;
+  check_future_list(L, 1);
+  timeout = weft_opt_timeout(L, 2, "wait timeout");
+  mode = (int)luaL_optinteger(L, 3, WAIT_ALL);
+  if (mode < WAIT_ALL || mode > WAIT_FIRST_EXCEPTION)
+    return weft_error(L, WK_CONFIG, "return_when must be weft.ALL_COMPLETED, "
+                      "weft.FIRST_COMPLETED or weft.FIRST_EXCEPTION");
+  deadline = timeout < 0 ? -1 : weft_now() + timeout;
+  if ((rc = waiter_init(L, &w, 1, &pos)) != 0) bad_future_arg(L, 1, rc);
+  total = w.n;
+  waiter_install(h, &w);
+  for (;;) {
+    int satisfied, timed_out = 0;
+    /* Account for futures that settled, from our own scan or the links. */
+    for (i = 0; i < w.n; i++) {
+      int s = future_state(w.fs[i]);
+      if (!w.seen[i] && FS_IS_FINAL(s)) {
+        w.seen[i] = 1;
+        ndone++;
+        if (s == FS_FAILED) failed = 1;
+      }
+    }
+    satisfied = ndone == total || (mode == WAIT_FIRST_COMPLETED && ndone > 0) ||
+                (mode == WAIT_FIRST_EXCEPTION && failed);
+    if (satisfied) break;
+    home_dispatch(L);
+    pthread_mutex_lock(&h->lock);
+    while (w.nfin == 0 && h->done_head == NULL && !timed_out)
+      timed_out = home_sleep(h, deadline) == ETIMEDOUT;
+    w.nfin = 0;   /* a hit only means "look again" */
+    pthread_mutex_unlock(&h->lock);
+    if (timed_out) break;
+  }
+  waiter_uninstall(h, &w);
+  home_dispatch(L);
+  /* done and not_done, in input order, duplicates as given */
+  {
+    lua_Integer ndone_out = 0, nrest = 0;
+    int done_t, rest_t;
+    lua_newtable(L);
+    done_t = lua_gettop(L);
+    lua_newtable(L);
+    rest_t = done_t + 1;
+    for (i = 0; i < (size_t)lua_rawlen(L, 1); i++) {
+      int fin = FS_IS_FINAL(future_state(w.fs[pos[i]]));
+      lua_rawgeti(L, 1, (lua_Integer)i + 1);
+      lua_rawseti(L, fin ? done_t : rest_t, fin ? ++ndone_out : ++nrest);
+    }
+  }
+  free(pos);
+  waiter_free(h, &w);
+  return 2;
+}
+
+/* === as_completed ======================================================== */
+
+typedef struct ascompleted {
+  waiter w;
+  size_t next_initial;   /* scan position over already-finished futures */
+  size_t fin_taken;
+  size_t yielded;
+  double deadline;
+  double timeout;
+  int list;              /* uservalue 1: the input list (futures alive) */
+} ascompleted;
+
+static int ac_close(lua_State *L) {
+  ascompleted *a = luaL_checkudata(L, 1, ASCOMPLETED_MT);
+  if (a->w.fs) waiter_free(home_of(L), &a->w);
+  return 0;
+}
+
+/* Pushes the userdata of unique future i (from the saved input list). */
+static void ac_push_future(lua_State *L, int ud, size_t i) {
+  lua_getiuservalue(L, ud, 2);   /* unique index -> userdata */
+  lua_rawgeti(L, -1, (lua_Integer)i + 1);
+  lua_remove(L, -2);
+}
+
+static int ac_next(lua_State *L) {
+  ascompleted *a = luaL_checkudata(L, lua_upvalueindex(1), ASCOMPLETED_MT);
+  int ud = lua_upvalueindex(1);
+  home *h = home_of(L);
+  if (a->w.fs == NULL) return 0;
+  /* First the futures that were finished when we started, in input order. */
+  while (a->next_initial < a->w.n) {
+    size_t i = a->next_initial++;
+    if (a->w.seen[i] == 2) {       /* finished at the start */
+      a->w.seen[i] = 1;
+      a->yielded++;
+      ac_push_future(L, ud, i);
+      return 1;
+    }
+  }
+  for (;;) {
+    int timed_out = 0;
+    size_t i;
+    if (a->yielded == a->w.n) {
+      waiter_free(h, &a->w);
+      return 0;
+    }
+    pthread_mutex_lock(&h->lock);
+    while (a->fin_taken < a->w.nfin) {
+      i = a->w.fin[a->fin_taken++];
+      if (!a->w.seen[i]) {
+        a->w.seen[i] = 1;
+        a->yielded++;
+        pthread_mutex_unlock(&h->lock);
+        ac_push_future(L, ud, i);
+        return 1;
+      }
+    }
+    pthread_mutex_unlock(&h->lock);
+    home_dispatch(L);
+    pthread_mutex_lock(&h->lock);
+    while (a->fin_taken == a->w.nfin && h->done_head == NULL && !timed_out)
+      timed_out = home_sleep(h, a->deadline) == ETIMEDOUT;
+    pthread_mutex_unlock(&h->lock);
+    if (timed_out) {
+      size_t left = a->w.n - a->yielded;
+      waiter_free(h, &a->w);
+      return weft_error(L, WK_TIMEOUT, "as_completed: %d of %d futures unfinished after %f s",
+                        (int)left, (int)(left + a->yielded), a->timeout);
+    }
+  }
+}
+
+/* weft.as_completed(futures [, timeout]) -> iterator, nil, nil, closer */
+static int l_as_completed(lua_State *L) {
+  ascompleted *a;
+  double timeout;
+  size_t i;
+  int rc;
+  check_future_list(L, 1);
+  timeout = weft_opt_timeout(L, 2, "as_completed timeout");
+  a = lua_newuserdatauv(L, sizeof *a, 2);
+  memset(a, 0, sizeof *a);
+  luaL_setmetatable(L, ASCOMPLETED_MT);
+  a->timeout = timeout;
+  a->deadline = timeout < 0 ? -1 : weft_now() + timeout;
+  if ((rc = waiter_init(L, &a->w, 1, NULL)) != 0) bad_future_arg(L, 1, rc);
+  /* unique futures' userdata, in order */
+  lua_createtable(L, (int)a->w.n, 0);
+  {
+    size_t seen = 0;
+    lua_newtable(L);
+    for (i = 0; i < (size_t)lua_rawlen(L, 1); i++) {
+      lua_rawgeti(L, 1, (lua_Integer)i + 1);
+      lua_pushvalue(L, -1);
+      if (lua_rawget(L, -3) == LUA_TNIL) {
+        lua_pop(L, 1);
+        lua_pushvalue(L, -1);
+        lua_pushboolean(L, 1);
+        lua_rawset(L, -4);
+        lua_rawseti(L, -3, (lua_Integer)++seen);
+      } else {
+        lua_pop(L, 2);
+      }
+    }
+    lua_pop(L, 1);
+  }
+  lua_setiuservalue(L, -2, 2);
+  waiter_install(home_of(L), &a->w);
+  for (i = 0; i < a->w.n; i++)        /* seen: 2 = finished at the start */
+    if (FS_IS_FINAL(future_state(a->w.fs[i]))) a->w.seen[i] = 2;
+  lua_pushvalue(L, -1);
+  lua_pushcclosure(L, ac_next, 1);
+  lua_pushnil(L);
+  lua_pushnil(L);
+  lua_pushvalue(L, -4);    /* to-be-closed: uninstalls on break */
+  return 4;
+}
+
+/* === the future userdata ================================================= */
+
+future *future_check(lua_State *L, int idx) {
+  future **fp = luaL_testudata(L, idx, FUTURE_MT);
+  return fp ? *fp : NULL;
+}
+
+static future *check_future(lua_State *L, int idx) {
+  future **fp = luaL_checkudata(L, idx, FUTURE_MT);
+  return *fp;
+}
+
+void future_push(lua_State *L, future *f) {
+  future **fp = lua_newuserdatauv(L, sizeof *fp, 1);
+  *fp = f;
+  luaL_setmetatable(L, FUTURE_MT);
+}
+
+static void report(lua_State *L, int err) {
+  int top = lua_gettop(L);
+  lua_pushfstring(L, "weft: a task failed and nobody retrieved its error: %s",
+                  luaL_tolstring(L, err, NULL));
+  report_message(L, lua_tostring(L, -1));
+  lua_settop(L, top);
+}
+
+void future_push_error(lua_State *L, future *f) {
+  int s = future_state(f), base = lua_gettop(L);
+  if (s == FS_CANCELLED) {
+    weft_push_error(L, WK_CANCELLED, "the future was cancelled");
+  } else if (f->cause) {
+    future_push_error(L, f->cause);                          /* cause */
+    lua_getfield(L, -1, "message");                          /* cause msg */
+    weft_push_error(L, WK_DEPENDENCY, "a dependency %s: %s",
+                    future_state(f->cause) == FS_CANCELLED ? "was cancelled" : "failed",
+                    lua_tostring(L, -1));                    /* cause msg err */
+    lua_replace(L, -2);                                      /* cause err */
+    lua_insert(L, -2);                                       /* err cause */
+    lua_setfield(L, -2, "cause");
+  } else if (f->data && wire_decode_tuple(L, f->data, f->len, 1, 1) == 1 &&
+             lua_istable(L, -1)) {
+    bless_error(L);
+    return;
+  } else {
+    lua_settop(L, base);
+    weft_push_error(L, WK_TASK, "the task failed (its error could not be decoded)");
+  }
+  if (f->name) {
+    lua_pushstring(L, f->name);
+    lua_setfield(L, -2, "task");
+  }
+}
+
+/* Pushes a table {n = k, v1, ..., vk} of the k values at the top (which it
+ * pops). */
+static void pack_values(lua_State *L, int n) {
+  int i, first = lua_gettop(L) - n + 1;
+  lua_createtable(L, n, 1);
+  for (i = 1; i <= n; i++) {
+    lua_pushvalue(L, first + i - 1);
+    lua_rawseti(L, -2, i);
+  }
+  lua_pushinteger(L, n);
+  lua_setfield(L, -2, "n");
+  lua_replace(L, first);
+  lua_settop(L, first);
+}
+
+/* Pushes the cached outcome (uservalue 1), building it on first use: the
+ * packed results, or the error object. */
+static void push_outcome(lua_State *L, int ud, future *f) {
+  if (lua_getiuservalue(L, ud, 1) != LUA_TNIL) return;
+  lua_pop(L, 1);
+  if (future_state(f) == FS_FINISHED) {
+    int n = f->data ? wire_decode_tuple(L, f->data, f->len, 1, 0) : 0;
+    if (n < 0)
+      weft_error(L, WK_SERIALIZATION, "cannot decode the results: %s", lua_tostring(L, -1));
+    pack_values(L, n);
+  } else {
+    future_push_error(L, f);
+  }
+  lua_pushvalue(L, -1);
+  lua_setiuservalue(L, ud, 1);
+}
+
+static void wait_or_timeout(lua_State *L, future *f, int arg) {
+  double timeout = weft_opt_timeout(L, arg, "timeout");
+  if (!future_wait(L, f, timeout < 0 ? -1 : weft_now() + timeout))
+    weft_error(L, WK_TIMEOUT, "the future was not done within %f s", timeout);
+}
+
+static int f_result(lua_State *L) {
+  future *f = check_future(L, 1);
+  int s, n, i;
+  wait_or_timeout(L, f, 2);
+  f->observed = 1;
+  s = future_state(f);
+  lua_settop(L, 1);
+  if (s == FS_FINISHED && f->data && lua_getiuservalue(L, 1, 1) == LUA_TNIL) {
+    /* First look: decode.  Results holding tables or functions are cached
+     * so that every call returns the same objects; plain values are not
+     * (decoding them again is cheaper than a cache table). */
+    lua_pop(L, 1);
+    n = wire_decode_tuple(L, f->data, f->len, 1, 0);
+    if (n < 0)
+      return weft_error(L, WK_SERIALIZATION, "cannot decode the results: %s",
+                        lua_tostring(L, -1));
+    for (i = 2; i <= n + 1; i++) {
+      int t = lua_type(L, i);
+      if (t == LUA_TTABLE || t == LUA_TFUNCTION) {
+        pack_values(L, n);
+        lua_setiuservalue(L, 1, 1);
+        break;
+      }
+    }
+    if (i > n + 1) return n;
+  }
+  lua_settop(L, 1);
+  push_outcome(L, 1, f);
+  if (s != FS_FINISHED) return lua_error(L);
+  lua_getfield(L, 2, "n");
+  n = (int)lua_tointeger(L, -1);
+  lua_pop(L, 1);
+  luaL_checkstack(L, n, "weft: too many results");
+  for (i = 1; i <= n; i++) lua_rawgeti(L, 2, i);
+  return n;
+}
+
+static int f_exception(lua_State *L) {
+  future *f = check_future(L, 1);
+  int s;
+  wait_or_timeout(L, f, 2);
+  f->observed = 1;
+  s = future_state(f);
+  if (s == FS_FINISHED) { lua_pushnil(L); return 1; }
+  lua_settop(L, 1);
+  push_outcome(L, 1, f);
+  if (s == FS_CANCELLED) return lua_error(L);
+  return 1;
+}
+
+static int f_done(lua_State *L) {
+  lua_pushboolean(L, FS_IS_FINAL(future_state(check_future(L, 1))));
+  return 1;
+}
+
+static int f_running(lua_State *L) {
+  lua_pushboolean(L, future_state(check_future(L, 1)) == FS_RUNNING);
+  return 1;
+}
+
+static int f_cancelled(lua_State *L) {
+  lua_pushboolean(L, future_state(check_future(L, 1)) == FS_CANCELLED);
+  return 1;
+}
+
+static int f_state(lua_State *L) {
+  static const char *const names[] = {"pending", "running", "running",
+                                      "finished", "failed", "cancelled"};
+  lua_pushstring(L, names[future_state(check_future(L, 1))]);
+  return 1;
+}
+
+/* Hook for forced cancels (deadlines issue); 0 = not supported here. */
+extern int pool_force_cancel(struct pool *p, future *f);
+
+static int f_cancel(lua_State *L) {
+  future *f = check_future(L, 1);
+  int force = 0, ok;
+  if (lua_istable(L, 2)) {
+    lua_getfield(L, 2, "force");
+    force = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+  } else if (!lua_isnoneornil(L, 2)) {
+    return weft_error(L, WK_CONFIG, "cancel takes an optional table {force = boolean}");
+  }
+  ok = future_cancel(f);
+  if (!ok && force && f->pool && future_state(f) == FS_RUNNING)
+    ok = pool_force_cancel(f->pool, f);
+  home_dispatch(L);
+  lua_pushboolean(L, ok);
+  return 1;
+}
+
+static int f_add_done_callback(lua_State *L) {
+  future *f = check_future(L, 1);
+  home *h = f->home;
+  int later;
+  luaL_checktype(L, 2, LUA_TFUNCTION);
+  lua_settop(L, 2);
+  f->observed = 1;
+  /* Run it now unless a notify has queued, or is bound to queue, this
+   * future for dispatch (then it must run after the earlier callbacks).  A
+   * notify is bound to come when earlier callbacks set has_callbacks while
+   * the future was not final: the completer then saw `watched`. */
+  pthread_mutex_lock(&h->lock);
+  if (!FS_IS_FINAL(future_state(f))) {
+    f->has_callbacks = 1;
+    atomic_store(&f->watched, 1);
+    later = 1;
+  } else {
+    later = f->notified ? f->queued_done : f->has_callbacks;
+  }
+  pthread_mutex_unlock(&h->lock);
+  if (!later) {
+    home_dispatch(L);          /* earlier callbacks first */
+    lua_pushvalue(L, 2);
+    lua_pushvalue(L, 1);
+    if (lua_pcall(L, 1, 0, 0) != LUA_OK) report_callback_error(L, -1);
+    return 0;
+  }
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &CALLBACKS);
+  if (lua_rawgetp(L, -1, f) != LUA_TTABLE) {
+    lua_pop(L, 1);
+    lua_createtable(L, 2, 0);
+    lua_pushvalue(L, 1);
+    lua_rawseti(L, -2, 1);
+    lua_pushvalue(L, -1);
+    lua_rawsetp(L, -3, f);
+  }
+  lua_pushvalue(L, 2);
+  lua_rawseti(L, -2, (lua_Integer)lua_rawlen(L, -2) + 1);
+  return 0;
+}
+
+static int f_set_running_or_notify_cancel(lua_State *L) {
+  future *f = check_future(L, 1);
+  int s;
+  if (future_start(f)) { lua_pushboolean(L, 1); return 1; }
+  s = future_state(f);
+  if (s == FS_CANCELLED) { lua_pushboolean(L, 0); return 1; }
+  return weft_error(L, WK_INVALID_STATE, "set_running_or_notify_cancel on a %s future",
+                    s == FS_RUNNING ? "running" : "finished");
+}
+
+static int settle_from_lua(lua_State *L, future *f, int state, char *data, size_t len) {
+  if (future_settle(f, state, data, len, NULL) != 0) {
+    free(data);
+    return weft_error(L, WK_INVALID_STATE, "the future is already done (%s)",
+                      future_state(f) == FS_CANCELLED ? "cancelled" : "settled");
+  }
+  home_dispatch(L);
+  return 0;
+}
+
+static int f_set_result(lua_State *L) {
+  future *f = check_future(L, 1);
+  int n = lua_gettop(L) - 1, i;
+  wire_enc e;
+  char *data = NULL;
+  size_t len = 0;
+  if (FS_IS_FINAL(future_state(f)))
+    return weft_error(L, WK_INVALID_STATE, "set_result on a future that is already done");
+  /* The owner gets the very values; other states get copies when possible. */
+  wire_enc_init(&e, L, 1, 0);
+  if (wire_encode_tuple(&e, 2, n, "result") == 0) data = buf_steal(&e.out, &len);
+  wire_enc_free(&e);
+  lua_createtable(L, n, 1);
+  for (i = 1; i <= n; i++) {
+    lua_pushvalue(L, 1 + i);
+    lua_rawseti(L, -2, i);
+  }
+  lua_pushinteger(L, n);
+  lua_setfield(L, -2, "n");
+  lua_setiuservalue(L, 1, 1);
+  return settle_from_lua(L, f, FS_FINISHED, data, len);
+}
+
+static int f_set_exception(lua_State *L) {
+  future *f = check_future(L, 1);
+  wire_enc e;
+  char *data = NULL;
+  size_t len = 0;
+  int isweft;
+  if (FS_IS_FINAL(future_state(f)))
+    return weft_error(L, WK_INVALID_STATE, "set_exception on a future that is already done");
+  lua_settop(L, 2);
+  lua_pushcfunction(L, l_is);
+  lua_pushvalue(L, 2);
+  lua_call(L, 1, 1);
+  isweft = lua_toboolean(L, -1);
+  lua_pop(L, 1);
+  if (!isweft) {
+    weft_push_error(L, WK_TASK, "%s", lua_type(L, 2) == LUA_TSTRING ? lua_tostring(L, 2) :
+                    luaL_tolstring(L, 2, NULL));
+    if (lua_type(L, 2) != LUA_TSTRING) lua_remove(L, -2);
+    lua_pushvalue(L, 2);
+    lua_setfield(L, -2, "value");
+  } else {
+    lua_pushvalue(L, 2);
+  }
+  /* stack: f, err, errobj */
+  wire_enc_init(&e, L, 1, 0);
+  if (wire_encode_tuple(&e, 3, 1, "error") != 0) {
+    /* keep what can be copied: the record without its value */
+    wire_enc_free(&e);
+    lua_createtable(L, 0, 2);
+    lua_getfield(L, 3, "kind");
+    lua_setfield(L, -2, "kind");
+    lua_getfield(L, 3, "message");
+    lua_setfield(L, -2, "message");
+    wire_enc_init(&e, L, 1, 0);
+    wire_encode_tuple(&e, -1, 1, "error");
+    lua_pop(L, 1);
+  }
+  data = buf_steal(&e.out, &len);
+  wire_enc_free(&e);
+  lua_pushvalue(L, 3);
+  lua_setiuservalue(L, 1, 1);
+  return settle_from_lua(L, f, FS_FAILED, data, len);
+}
+
+static int f_gc(lua_State *L) {
+  future **fp = luaL_checkudata(L, 1, FUTURE_MT);
+  future *f = *fp;
+  if (f == NULL) return 0;
+  if (future_state(f) == FS_FAILED && !f->observed && !f->reported) {
+    f->reported = 1;
+    lua_settop(L, 1);
+    push_outcome(L, 1, f);
+    report(L, -1);
+  }
+  *fp = NULL;
+  future_unref(f);
+  return 0;
+}
+
+static int f_tostring(lua_State *L) {
+  future *f = check_future(L, 1);
+  lua_pushcfunction(L, f_state);
+  lua_pushvalue(L, 1);
+  lua_call(L, 1, 1);
+  lua_pushfstring(L, "weft.Future(%s%s%s: %p)", lua_tostring(L, -1),
+                  f->name ? ", " : "", f->name ? f->name : "", (void *)f);
+  return 1;
+}
+
+/* Reports a failed, unobserved future (used by pools at shutdown). */
+void future_report_unobserved(lua_State *L, int ud) {
+  future *f = check_future(L, ud);
+  if (future_state(f) == FS_FAILED && !f->observed && !f->reported) {
+    f->reported = 1;
+    push_outcome(L, lua_absindex(L, ud), f);
+    report(L, -1);
+    lua_pop(L, 1);
+  }
+}
+
+/* weft.future() */
+static int l_future(lua_State *L) {
+  future *f = future_new(home_of(L), NULL);
+  if (f == NULL) return luaL_error(L, "weft: out of memory");
+  future_push(L, f);
+  return 1;
+}
+
+static int l_dispatch(lua_State *L) {
+  lua_pushinteger(L, home_dispatch(L));
+  return 1;
+}
+
+static int l_set_reporter(lua_State *L) {
+  if (!lua_isnil(L, 1)) luaL_checktype(L, 1, LUA_TFUNCTION);
+  lua_settop(L, 1);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &REPORTER);
+  return 0;
+}
+
+static int l_is_future(lua_State *L) {
+  lua_pushboolean(L, future_check(L, 1) != NULL);
+  return 1;
+}
+
+/* Marks a future as looked at (the Lua layer uses it for gather etc.). */
+static int l_observe(lua_State *L) {
+  check_future(L, 1)->observed = 1;
+  return 0;
+}
+
+void future_open(lua_State *L) {
+  static const luaL_Reg methods[] = {
+      {"result", f_result},
+      {"exception", f_exception},
+      {"done", f_done},
+      {"running", f_running},
+      {"cancelled", f_cancelled},
+      {"cancel", f_cancel},
+      {"state", f_state},
+      {"add_done_callback", f_add_done_callback},
+      {"set_running_or_notify_cancel", f_set_running_or_notify_cancel},
+      {"set_result", f_set_result},
+      {"set_exception", f_set_exception},
+      {NULL, NULL}};
+  static const luaL_Reg funcs[] = {
+      {"future", l_future},
+      {"wait", l_wait},
+      {"as_completed", l_as_completed},
+      {"is", l_is},
+      {"error", l_make_error},
+      {"dispatch", l_dispatch},
+      {"set_reporter", l_set_reporter},
+      {"observe", l_observe},
+      {"is_future", l_is_future},
+      {NULL, NULL}};
+  int mod = lua_gettop(L);
+  home_of(L);
+  if (luaL_newmetatable(L, HOME_MT)) {
+    lua_pushcfunction(L, home_gc);
+    lua_setfield(L, -2, "__gc");
+  }
+  lua_pop(L, 1);
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &CALLBACKS) != LUA_TTABLE) {
+    lua_newtable(L);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &CALLBACKS);
+  }
+  lua_pop(L, 1);
+  luaL_newmetatable(L, FUTURE_MT);
+  luaL_newlib(L, methods);
+  lua_pushvalue(L, -1);
+  lua_setfield(L, mod, "Future");
+  lua_setfield(L, -2, "__index");
+  lua_pushcfunction(L, f_gc);
+  lua_setfield(L, -2, "__gc");
+  lua_pushcfunction(L, f_tostring);
+  lua_setfield(L, -2, "__tostring");
+  lua_pushliteral(L, "weft.Future");
+  lua_setfield(L, -2, "__name");
+  lua_pop(L, 1);
+  luaL_newmetatable(L, ERROR_MT);
+  lua_pushcfunction(L, error_tostring);
+  lua_setfield(L, -2, "__tostring");
+  lua_pushliteral(L, "weft.Error");
+  lua_setfield(L, -2, "__name");
+  lua_setfield(L, mod, "Error");
+  luaL_newmetatable(L, ASCOMPLETED_MT);
+  lua_pushcfunction(L, ac_close);
+  lua_setfield(L, -2, "__gc");
+  lua_pushcfunction(L, ac_close);
+  lua_setfield(L, -2, "__close");
+  lua_pop(L, 1);
+  luaL_setfuncs(L, funcs, 0);
+  lua_pushinteger(L, WAIT_ALL);
+  lua_setfield(L, mod, "ALL_COMPLETED");
+  lua_pushinteger(L, WAIT_FIRST_COMPLETED);
+  lua_setfield(L, mod, "FIRST_COMPLETED");
+  lua_pushinteger(L, WAIT_FIRST_EXCEPTION);
+  lua_setfield(L, mod, "FIRST_EXCEPTION");
+}
+
+/* Reports f's error if nobody looked at it (pools call this at shutdown). */
+void future_report_failure(lua_State *L, future *f) {
+  if (future_state(f) == FS_FAILED && !f->observed && !f->reported) {
+    f->reported = 1;
+    future_push_error(L, f);
+    report(L, -1);
+    lua_pop(L, 1);
+  }
+}

@@ -1,0 +1,150 @@
+/*
+ * future.h -- futures, their owners ("homes") and the waits on them.
+ *
+ * A future is a C object shared by the Lua state that created it (its home)
+ * and whatever completes it (a worker thread, a supervisor, the home itself).
+ * Its state moves PENDING -> RUNNING -> FINISHED/FAILED, or PENDING ->
+ * CANCELLED; a final state is written once, by whoever wins the move to
+ * SETTLING, and after that the outcome fields are immutable.
+ *
+ * A home is the per-lua_State hub: one mutex and condition variable that all
+ * waits of that state sleep on, the queue of futures whose done-callbacks
+ * must run there, and the lists (waiters, dependent tasks) hung on its
+ * futures.  Only the home's own thread runs its Lua code, so callbacks,
+ * result decoding and Lua-side caches need no locks.
+ */
+#ifndef WEFT_FUTURE_H
+#define WEFT_FUTURE_H
+
+#include <lua.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stddef.h>
+
+enum {
+  FS_PENDING,
+  FS_RUNNING,
+  FS_SETTLING,   /* transient: an outcome is being written */
+  FS_FINISHED,
+  FS_FAILED,
+  FS_CANCELLED
+};
+
+#define FS_IS_FINAL(s) ((s) >= FS_FINISHED)
+
+/* Error kinds of API.md; their names are in future.c. */
+typedef enum {
+  WK_NONE, WK_TASK, WK_TIMEOUT, WK_CANCELLED, WK_DEPENDENCY, WK_SHUTDOWN,
+  WK_BROKEN, WK_WORKER_DIED, WK_INVALID_STATE, WK_SERIALIZATION, WK_CONFIG,
+  WK_COUNT
+} weft_kind;
+
+const char *weft_kind_name(weft_kind k);
+
+typedef struct home home;
+typedef struct future future;
+struct task;
+struct pool;
+
+struct future {
+  atomic_int refs;
+  atomic_int state;
+  atomic_int watched;          /* someone hung a waiter/dependent/callback */
+  home *home;                  /* counted reference */
+  struct pool *pool;           /* counted reference, or NULL (bare future) */
+  /* The outcome, written in SETTLING and immutable once final.  FINISHED:
+   * `data` is a tuple message of the results.  FAILED: `data` is a message
+   * holding one error-record table, or `cause` is the failed/cancelled
+   * upstream future of a dependency failure. */
+  char *data;
+  size_t len;
+  future *cause;
+  int timed_out;
+  /* Guarded by home->lock. */
+  struct wlink *waiters;
+  struct dlink *dependents;
+  future *next_done;           /* link in home->done queue */
+  unsigned char has_callbacks, queued_done, notified;
+  /* Guarded by the home's thread (only it touches these). */
+  unsigned char observed, reported;
+  char *name;                  /* task name for error messages, or NULL */
+};
+
+/* A dependent task hung on a future; also a work item once the future
+ * settles (see future_settle and pool.c). */
+typedef struct dlink {
+  struct dlink *next;
+  struct task *task;
+  future *upstream;
+} dlink;
+
+struct home {
+  atomic_int refs;
+  pthread_mutex_t lock;        /* rank 2 ("home"): after pool locks */
+  pthread_cond_t cond;
+  int sleeping;                /* the home thread waits on cond */
+  future *done_head, *done_tail;   /* futures whose callbacks must run */
+  int closed;
+};
+
+/* === homes === */
+home *home_of(lua_State *L);           /* the calling state's home */
+void home_unref(home *h);
+
+/* === futures === */
+future *future_new(home *h, struct pool *p);
+void future_ref(future *f);
+void future_unref(future *f);
+int future_state(const future *f);
+
+/* PENDING -> RUNNING; returns 0 when the future was cancelled meanwhile. */
+int future_start(future *f);
+/* Settles f with its outcome (ownership of `data` and of one reference to
+ * `cause` pass to f on success).  Returns 0, or -1 when f was already final
+ * (then nothing is taken).  Dependent tasks are released or failed before
+ * it returns. */
+int future_settle(future *f, int state, char *data, size_t len, future *cause);
+/* The same, for code already draining a settle: dependents of f are added
+ * to `*work` instead of being processed (keeps long chains off the stack). */
+int future_settle_into(future *f, int state, char *data, size_t len,
+                       future *cause, dlink **work);
+/* Hangs task t on f.  Returns 1 when f is already final (nothing hung). */
+int future_add_dependent(future *f, struct task *t);
+/* Cancels a PENDING future; returns 1 if it is now cancelled. */
+int future_cancel(future *f);
+
+/* The future held by the userdata at idx, or NULL. */
+future *future_check(lua_State *L, int idx);
+/* Pushes a new future userdata owning one reference to f. */
+void future_push(lua_State *L, future *f);
+
+/* Pushes the error object a failed/cancelled future raises. */
+void future_push_error(lua_State *L, future *f);
+
+/* Pushes a weft.Error table {kind, message} (no raise). */
+void weft_push_error(lua_State *L, weft_kind kind, const char *fmt, ...);
+/* Raises a weft.Error of `kind`. */
+int weft_error(lua_State *L, weft_kind kind, const char *fmt, ...);
+
+/* Registers futures' methods, module functions and metatables into the
+ * table at the top of the stack (the weft.core module). */
+void future_open(lua_State *L);
+
+/* Waits until f is final or `deadline` (weft_now() based; < 0 = none)
+ * passes, running done-callbacks of this state meanwhile.  Returns 1 when
+ * final. */
+int future_wait(lua_State *L, future *f, double deadline);
+/* Runs the pending done-callbacks of this state; returns how many ran. */
+int home_dispatch(lua_State *L);
+
+double weft_now(void);
+/* Reads an optional timeout argument (nil/none = -1, else >= 0 seconds);
+ * raises kind config for negative, NaN or non-numbers. */
+double weft_opt_timeout(lua_State *L, int arg, const char *what);
+
+/* Hooks the pools give us (pool.c) so futures stay executor-agnostic. */
+void pool_on_dependency_settled(struct task *t, future *upstream,
+                                dlink **work);
+void pool_on_cancel(struct pool *p, future *f);
+
+#endif

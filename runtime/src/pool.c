@@ -1,0 +1,706 @@
+/*
+ * pool.c -- the thread pool and the inline executor.
+ *
+ * Thread pool: N worker threads, each owning a lua_State opened with the
+ * standard libraries, the creator's package.path/cpath, weft.core preloaded
+ * and the pool's init function run once.  Tasks wait in one FIFO guarded by
+ * pool->lock; a submit signals the condition only when a worker sleeps on
+ * it, so a busy pool takes no system call per task.
+ *
+ * A task whose arguments hold futures waits on pool->waiting until the last
+ * of them settles (future.c calls pool_on_dependency_settled on whatever
+ * thread settled it); then it is queued, or failed with kind "dependency"
+ * without running.  `pending` counts unsettled dependencies plus one held by
+ * the submitter until it has hung the task on all of them, so the task
+ * cannot start half-registered.
+ *
+ * Inline executor: the same submit path, but ready tasks are run by the
+ * submitting state itself before submit returns.
+ */
+#include "pool.h"
+
+#include <lauxlib.h>
+#include <lualib.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "run.h"
+#include "wire.h"
+
+#define EXECUTOR_MT "weft.Executor"
+#define WORKER_STACK (8u << 20)
+
+int luaopen_weft_core(lua_State *L);
+
+/* === life ================================================================ */
+
+void pool_ref(pool *p) { atomic_fetch_add(&p->refs, 1); }
+
+static void task_free(task *t) {
+  size_t i;
+  for (i = 0; i < t->nblobs; i++) proto_blob_unref(t->blobs[i]);
+  for (i = 0; i < t->ndeps; i++) future_unref(t->deps[i]);
+  free(t->blobs);
+  free(t->deps);
+  free(t->msg);
+  future_unref(t->f);
+  free(t);
+}
+
+void pool_unref(pool *p) {
+  size_t i;
+  if (p == NULL || atomic_fetch_sub(&p->refs, 1) != 1) return;
+  while (p->failed) {
+    flink *l = p->failed;
+    p->failed = l->next;
+    future_unref(l->f);
+    free(l);
+  }
+  for (i = 0; i < p->ninit_blobs; i++) proto_blob_unref(p->init_blobs[i]);
+  free(p->init_blobs);
+  free(p->init_msg);
+  free(p->workers);
+  free(p->name);
+  free(p->path);
+  free(p->cpath);
+  home_unref(p->home);
+  pthread_mutex_destroy(&p->lock);
+  pthread_cond_destroy(&p->work);
+  free(p);
+}
+
+/* === queue =============================================================== */
+
+/* Queues a ready task.  Takes p->lock. */
+static void pool_enqueue(pool *p, task *t) {
+  pthread_mutex_lock(&p->lock);
+  if (t->waiting) {
+    if (t->wprev) t->wprev->wnext = t->wnext; else p->waiting = t->wnext;
+    if (t->wnext) t->wnext->wprev = t->wprev;
+    t->waiting = 0;
+  }
+  t->next = NULL;
+  if (p->tail) p->tail->next = t; else p->head = t;
+  p->tail = t;
+  if (p->nidle > 0) pthread_cond_signal(&p->work);
+  pthread_mutex_unlock(&p->lock);
+}
+
+/* Takes the next task, sleeping while there is none; NULL once the pool is
+ * shut down and nothing is queued or waiting on dependencies. */
+static task *pool_take(pool *p) {
+  task *t;
+  pthread_mutex_lock(&p->lock);
+  while (p->head == NULL && !(p->shutdown && p->waiting == NULL)) {
+    p->nidle++;
+    pthread_cond_wait(&p->work, &p->lock);
+    p->nidle--;
+  }
+  t = p->head;
+  if (t) {
+    p->head = t->next;
+    if (p->head == NULL) p->tail = NULL;
+  } else {
+    pthread_cond_broadcast(&p->work);   /* let the others see the end too */
+  }
+  pthread_mutex_unlock(&p->lock);
+  return t;
+}
+
+/* Remembers a failed future for the report at shutdown. */
+static void pool_note_failure(pool *p, future *f) {
+  flink *l = malloc(sizeof *l);
+  if (l == NULL) return;   /* only the report is lost, never the error */
+  future_ref(f);
+  l->f = f;
+  pthread_mutex_lock(&p->lock);
+  l->next = p->failed;
+  p->failed = l;
+  p->nfailed++;
+  pthread_mutex_unlock(&p->lock);
+}
+
+/* Settles a task's future with a run outcome and counts it. */
+static void pool_finish(pool *p, task *t, run_outcome *out) {
+  int failed = out->state == FS_FAILED;
+  if (future_settle(t->f, out->state, out->data, out->len, NULL) != 0) {
+    free(out->data);
+    return;
+  }
+  atomic_fetch_add(failed ? &p->stats.failed : &p->stats.completed, 1);
+  if (failed) pool_note_failure(p, t->f);
+}
+
+/* === dependencies ======================================================== */
+
+/* The last dependency settled (or none were pending): run or drop. */
+static void task_ready(task *t) {
+  pool *p = t->pool;
+  if (FS_IS_FINAL(future_state(t->f))) {   /* cancelled or failed meanwhile */
+    if (t->waiting) {
+      pthread_mutex_lock(&p->lock);
+      if (t->wprev) t->wprev->wnext = t->wnext; else p->waiting = t->wnext;
+      if (t->wnext) t->wnext->wprev = t->wprev;
+      t->waiting = 0;
+      if (p->shutdown && p->waiting == NULL) pthread_cond_broadcast(&p->work);
+      pthread_mutex_unlock(&p->lock);
+    }
+    task_free(t);
+    return;
+  }
+  pool_enqueue(p, t);
+}
+
+void pool_on_dependency_settled(struct task *t, future *upstream, dlink **work) {
+  if (future_state(upstream) != FS_FINISHED) {
+    future_ref(upstream);
+    if (future_settle_into(t->f, FS_FAILED, NULL, 0, upstream, work) == 0) {
+      atomic_fetch_sub(&t->pool->stats.queued, 1);
+      atomic_fetch_add(&t->pool->stats.failed, 1);
+      pool_note_failure(t->pool, t->f);
+    } else {
+      future_unref(upstream);
+    }
+  }
+  if (atomic_fetch_sub(&t->pending, 1) == 1) task_ready(t);
+}
+
+void pool_on_cancel(struct pool *p, future *f) {
+  (void)f;
+  atomic_fetch_sub(&p->stats.queued, 1);
+  atomic_fetch_add(&p->stats.cancelled, 1);
+}
+
+int pool_force_cancel(struct pool *p, future *f) {
+  /* Stopping a running task needs the deadline service (a later part). */
+  (void)p;
+  (void)f;
+  return 0;
+}
+
+/* === running ============================================================= */
+
+static void pool_run_task(pool *p, lua_State *L, task *t, run_outcome *broken) {
+  run_outcome out;
+  if (!future_start(t->f)) {   /* cancelled while queued */
+    task_free(t);
+    return;
+  }
+  atomic_fetch_sub(&p->stats.queued, 1);
+  atomic_fetch_add(&p->stats.busy, 1);
+  if (broken && broken->data) {
+    run_error_record(L, WK_BROKEN, "the worker's init function failed", broken->data,
+                     broken->len, &out);
+  } else {
+    run_message(L, t->msg, t->len, t->deps, t->ndeps, t->f->name, &out);
+  }
+  atomic_fetch_sub(&p->stats.busy, 1);
+  pool_finish(p, t, &out);
+  task_free(t);
+}
+
+/* Opens a worker's state: libraries, the creator's package paths, weft.core
+ * preloaded, then init.  A failed init leaves its record in *broken. */
+static lua_State *worker_state_new(pool *p, run_outcome *broken) {
+  lua_State *L = luaL_newstate();
+  if (L == NULL) return NULL;
+  luaL_openlibs(L);
+  lua_getglobal(L, "package");
+  if (p->path) { lua_pushstring(L, p->path); lua_setfield(L, -2, "path"); }
+  if (p->cpath) { lua_pushstring(L, p->cpath); lua_setfield(L, -2, "cpath"); }
+  lua_pop(L, 1);
+  luaL_requiref(L, "weft.core", luaopen_weft_core, 0);
+  lua_pop(L, 1);
+  broken->data = NULL;
+  broken->len = 0;
+  if (p->init_msg && run_init(L, p->init_msg, p->init_len, broken) != 0 &&
+      broken->data == NULL) {
+    run_error_record(L, WK_TASK, "init failed", NULL, 0, broken);
+  }
+  lua_settop(L, 0);
+  return L;
+}
+
+static void *worker_main(void *arg) {
+  worker *w = arg;
+  pool *p = w->pool;
+  run_outcome broken;
+  lua_State *L;
+  task *t;
+  char name[16];
+  snprintf(name, sizeof name, "weft:%.6s:%d", p->name ? p->name : "pool", w->index);
+  pthread_setname_np(pthread_self(), name);
+  L = worker_state_new(p, &broken);
+  while ((t = pool_take(p)) != NULL) {
+    if (L == NULL) {
+      run_outcome out = {FS_FAILED, NULL, 0};
+      future_start(t->f);
+      atomic_fetch_sub(&p->stats.queued, 1);
+      pool_finish(p, t, &out);
+      task_free(t);
+      continue;
+    }
+    pool_run_task(p, L, t, broken.data ? &broken : NULL);
+  }
+  free(broken.data);
+  if (L) lua_close(L);
+  /* Tell the owner, who may be waiting in shutdown. */
+  atomic_fetch_sub(&p->nalive, 1);
+  pthread_mutex_lock(&p->home->lock);
+  if (p->home->sleeping) pthread_cond_signal(&p->home->cond);
+  pthread_mutex_unlock(&p->home->lock);
+  pool_unref(p);
+  return NULL;
+}
+
+/* Runs every ready task of an inline pool in the caller's state. */
+static void inline_drain(lua_State *L, pool *p) {
+  task *t;
+  for (;;) {
+    pthread_mutex_lock(&p->lock);
+    t = p->head;
+    if (t) {
+      p->head = t->next;
+      if (p->head == NULL) p->tail = NULL;
+    }
+    pthread_mutex_unlock(&p->lock);
+    if (t == NULL) break;
+    pool_run_task(p, L, t, NULL);
+  }
+}
+
+/* === the executor userdata =============================================== */
+
+static pool *check_pool(lua_State *L, int idx) {
+  pool **pp = luaL_checkudata(L, idx, EXECUTOR_MT);
+  if (*pp == NULL) luaL_argerror(L, idx, "executor already collected");
+  return *pp;
+}
+
+/* Reports, once, the failed futures nobody looked at. */
+static void pool_report_failures(lua_State *L, pool *p, int all) {
+  flink *list, *keep = NULL, *l;
+  pthread_mutex_lock(&p->lock);
+  list = p->failed;
+  p->failed = NULL;
+  p->nfailed = 0;
+  pthread_mutex_unlock(&p->lock);
+  while ((l = list) != NULL) {
+    list = l->next;
+    if (all) {
+      extern void future_report_failure(lua_State *L, future *f);
+      future_report_failure(L, l->f);
+    }
+    if (!all && !l->f->observed && !l->f->reported && atomic_load(&l->f->refs) > 1) {
+      l->next = keep;
+      keep = l;
+      continue;
+    }
+    future_unref(l->f);
+    free(l);
+  }
+  if (keep) {
+    size_t n = 0;
+    for (l = keep; l->next; l = l->next) n++;
+    pthread_mutex_lock(&p->lock);
+    l->next = p->failed;
+    p->failed = keep;
+    p->nfailed += n + 1;
+    p->nfailed_pruned = p->nfailed;
+    pthread_mutex_unlock(&p->lock);
+  }
+}
+
+/* Stops taking work; with `wait`, runs the queue dry and joins the workers
+ * while still running this state's done-callbacks. */
+static void pool_shutdown(lua_State *L, pool *p, int wait, int cancel) {
+  task *queued = NULL, *t;
+  future **tocancel = NULL;
+  size_t ncancel = 0, i;
+  pthread_mutex_lock(&p->lock);
+  p->shutdown = 1;
+  if (cancel) {
+    size_t n = 0;
+    for (t = p->waiting; t; t = t->wnext) n++;
+    tocancel = malloc((n ? n : 1) * sizeof *tocancel);
+    for (t = p->waiting; t && tocancel; t = t->wnext) {
+      future_ref(t->f);
+      tocancel[ncancel++] = t->f;
+    }
+    queued = p->head;
+    p->head = p->tail = NULL;
+  }
+  pthread_cond_broadcast(&p->work);
+  pthread_mutex_unlock(&p->lock);
+  /* Cancel outside the lock: cancelling settles futures, which may release
+   * dependents into this very pool. */
+  while ((t = queued) != NULL) {
+    queued = t->next;
+    future_cancel(t->f);
+    task_free(t);
+  }
+  for (i = 0; i < ncancel; i++) {
+    future_cancel(tocancel[i]);
+    future_unref(tocancel[i]);
+  }
+  free(tocancel);
+  if (p->kind == POOL_INLINE) {
+    inline_drain(L, p);
+  } else if (wait && !p->joined) {
+    home *h = p->home;
+    while (atomic_load(&p->nalive) > 0) {
+      home_dispatch(L);
+      pthread_mutex_lock(&h->lock);
+      h->sleeping = 1;
+      if (atomic_load(&p->nalive) > 0 && h->done_head == NULL)
+        pthread_cond_wait(&h->cond, &h->lock);
+      h->sleeping = 0;
+      pthread_mutex_unlock(&h->lock);
+    }
+    for (i = 0; i < (size_t)p->nworkers; i++)
+      if (p->workers[i].started) pthread_join(p->workers[i].thread, NULL);
+    p->joined = 1;
+  }
+  home_dispatch(L);
+  if (wait || p->kind == POOL_INLINE) pool_report_failures(L, p, 1);
+}
+
+static int ex_shutdown(lua_State *L) {
+  pool *p = check_pool(L, 1);
+  int wait = 1, cancel = 0;
+  if (lua_istable(L, 2)) {
+    if (lua_getfield(L, 2, "wait") != LUA_TNIL) wait = lua_toboolean(L, -1);
+    if (lua_getfield(L, 2, "cancel_futures") != LUA_TNIL) cancel = lua_toboolean(L, -1);
+    lua_pop(L, 2);
+  } else if (!lua_isnoneornil(L, 2)) {
+    return weft_error(L, WK_CONFIG, "shutdown takes an optional table {wait =, cancel_futures =}");
+  }
+  pool_shutdown(L, p, wait, cancel);
+  return 0;
+}
+
+static int ex_gc(lua_State *L) {
+  pool **pp = luaL_checkudata(L, 1, EXECUTOR_MT);
+  if (*pp) {
+    pool_shutdown(L, *pp, 1, 0);
+    pool_unref(*pp);
+    *pp = NULL;
+  }
+  return 0;
+}
+
+static int ex_stats(lua_State *L) {
+  pool *p = check_pool(L, 1);
+  lua_createtable(L, 0, 8);
+#define STAT(name, value) (lua_pushinteger(L, (lua_Integer)(value)), lua_setfield(L, -2, name))
+  STAT("workers", p->nworkers);
+  STAT("busy", atomic_load(&p->stats.busy));
+  STAT("queued", atomic_load(&p->stats.queued));
+  STAT("completed", atomic_load(&p->stats.completed));
+  STAT("failed", atomic_load(&p->stats.failed));
+  STAT("cancelled", atomic_load(&p->stats.cancelled));
+  STAT("timed_out", atomic_load(&p->stats.timed_out));
+#undef STAT
+  lua_pushstring(L, p->kind == POOL_INLINE ? "inline" : "threads");
+  lua_setfield(L, -2, "kind");
+  if (p->name) {
+    lua_pushstring(L, p->name);
+    lua_setfield(L, -2, "name");
+  }
+  return 1;
+}
+
+static int ex_tostring(lua_State *L) {
+  pool *p = check_pool(L, 1);
+  lua_pushfstring(L, "weft.Executor(%s%s%s, %d workers%s)",
+                  p->kind == POOL_INLINE ? "inline" : "threads", p->name ? " " : "",
+                  p->name ? p->name : "", p->nworkers, p->shutdown ? ", shut down" : "");
+  return 1;
+}
+
+/* === submit ============================================================== */
+
+/* Builds the task for an encoded message and hangs it on its
+ * dependencies; pushes its future. */
+static void submit_encoded(lua_State *L, pool *p, wire_enc *e) {
+  future *f = future_new(home_of(L), p);
+  task *t = calloc(1, sizeof *t);
+  size_t i;
+  int failed_dep = -1;
+  if (f == NULL || t == NULL) {
+    free(t);
+    if (f) future_unref(f);
+    wire_enc_free(e);
+    luaL_error(L, "weft: out of memory");
+  }
+  pool_ref(p);
+  future_ref(f);                    /* one for the task, one for Lua */
+  t->f = f;
+  t->pool = p;
+  t->msg = buf_steal(&e->out, &t->len);
+  t->blobs = e->blobs;
+  t->nblobs = e->nblobs;
+  t->deps = e->deps;
+  t->ndeps = e->ndeps;
+  e->blobs = NULL;
+  e->deps = NULL;
+  e->nblobs = e->ndeps = 0;
+  wire_enc_free(e);
+  future_push(L, f);
+  atomic_fetch_add(&p->stats.queued, 1);
+  if (t->ndeps == 0) {
+    atomic_init(&t->pending, 0);
+    pool_enqueue(p, t);
+    return;
+  }
+  atomic_init(&t->pending, (int)t->ndeps + 1);
+  pthread_mutex_lock(&p->lock);
+  t->waiting = 1;
+  t->wprev = NULL;
+  t->wnext = p->waiting;
+  if (p->waiting) p->waiting->wprev = t;
+  p->waiting = t;
+  pthread_mutex_unlock(&p->lock);
+  for (i = 0; i < t->ndeps; i++) {
+    future *d = t->deps[i];
+    d->observed = 1;                 /* its error travels on in ours */
+    if (future_add_dependent(d, t) != 0) {
+      if (future_state(d) != FS_FINISHED && failed_dep < 0) failed_dep = (int)i;
+      atomic_fetch_sub(&t->pending, 1);
+    }
+  }
+  if (failed_dep >= 0) {
+    future *up = t->deps[failed_dep];
+    future_ref(up);
+    if (future_settle(f, FS_FAILED, NULL, 0, up) == 0) {
+      atomic_fetch_sub(&p->stats.queued, 1);
+      atomic_fetch_add(&p->stats.failed, 1);
+    } else {
+      future_unref(up);
+    }
+  }
+  if (atomic_fetch_sub(&t->pending, 1) == 1) task_ready(t);
+}
+
+static pool *submittable(lua_State *L, const char *what) {
+  pool *p = check_pool(L, 1);
+  if (p->shutdown)
+    weft_error(L, WK_SHUTDOWN, "%s after the executor was shut down", what);
+  if (lua_type(L, 2) != LUA_TFUNCTION)
+    weft_error(L, WK_CONFIG, "%s: the task must be a function, got %s", what,
+               luaL_typename(L, 2));
+  return p;
+}
+
+static void raise_encode_error(lua_State *L, wire_enc *e, const char *what) {
+  lua_pushfstring(L, "%s: %s", what, wire_error(e));
+  wire_enc_free(e);
+  weft_error(L, WK_SERIALIZATION, "%s", lua_tostring(L, -1));
+}
+
+/* For the inline executor: wait for the dependencies, then run. */
+static void inline_after_submit(lua_State *L, pool *p, int fidx) {
+  future *f = future_check(L, fidx);
+  (void)f;
+  pthread_mutex_lock(&p->lock);
+  while (p->head == NULL && !FS_IS_FINAL(future_state(f))) {
+    /* dependencies outstanding: wait for the first unfinished one */
+    task *w;
+    future *dep = NULL;
+    size_t i;
+    for (w = p->waiting; w && !dep; w = w->wnext)
+      if (w->f == f)
+        for (i = 0; i < w->ndeps && !dep; i++)
+          if (!FS_IS_FINAL(future_state(w->deps[i]))) {
+            dep = w->deps[i];
+            future_ref(dep);
+          }
+    pthread_mutex_unlock(&p->lock);
+    if (dep) {
+      future_wait(L, dep, -1);
+      future_unref(dep);
+    } else {
+      home_dispatch(L);
+    }
+    pthread_mutex_lock(&p->lock);
+  }
+  pthread_mutex_unlock(&p->lock);
+  inline_drain(L, p);
+}
+
+/* ex:submit(fn, ...) -> future */
+static int ex_submit(lua_State *L) {
+  pool *p = submittable(L, "submit");
+  wire_enc e;
+  wire_enc_init(&e, L, 0, 1);
+  if (wire_put_byte(&e, RUN_CALL) ||
+      wire_encode_tuple(&e, 2, lua_gettop(L) - 1, "argument"))
+    raise_encode_error(L, &e, "submit");
+  /* wire_encode_tuple numbers the function as argument 1: shift so that
+   * users read "argument 1" for their first argument. */
+  submit_encoded(L, p, &e);
+  if (p->kind == POOL_INLINE) inline_after_submit(L, p, lua_gettop(L));
+  return 1;
+}
+
+/* ex:_submit_chunk(fn, items, i, j, spread) -> future of (values, errors, n) */
+static int ex_submit_chunk(lua_State *L) {
+  pool *p = submittable(L, "map");
+  lua_Integer i = luaL_checkinteger(L, 4), j = luaL_checkinteger(L, 5), k;
+  int spread = lua_toboolean(L, 6);
+  wire_enc e;
+  luaL_checktype(L, 3, LUA_TTABLE);
+  wire_enc_init(&e, L, 0, 1);
+  if (wire_put_byte(&e, RUN_CHUNK) || wire_put(&e, 2, "function", 0) ||
+      wire_put_byte(&e, spread) || wire_put_size(&e, (size_t)(j - i + 1)))
+    raise_encode_error(L, &e, "map");
+  for (k = i; k <= j; k++) {
+    lua_rawgeti(L, 3, k);
+    if (wire_put(&e, -1, "item", (int)k)) raise_encode_error(L, &e, "map");
+    lua_pop(L, 1);
+  }
+  submit_encoded(L, p, &e);
+  if (p->kind == POOL_INLINE) inline_after_submit(L, p, lua_gettop(L));
+  return 1;
+}
+
+/* === constructors ======================================================== */
+
+static char *dup_field(lua_State *L, int t, const char *k) {
+  char *s = NULL;
+  if (lua_getfield(L, t, k) == LUA_TSTRING) s = strdup(lua_tostring(L, -1));
+  lua_pop(L, 1);
+  return s;
+}
+
+/* core.pool(kind, workers, name, init, init_args) -> executor */
+static int l_pool(lua_State *L) {
+  const char *kind = luaL_checkstring(L, 1);
+  lua_Integer n = luaL_checkinteger(L, 2);
+  pool *p, **pp;
+  int i;
+  if (n <= 0 || n > 4096)
+    return weft_error(L, WK_CONFIG, "workers must be between 1 and 4096, got %d", (int)n);
+  p = calloc(1, sizeof *p);
+  if (p == NULL) return luaL_error(L, "weft: out of memory");
+  atomic_init(&p->refs, 1);
+  p->kind = strcmp(kind, "inline") == 0 ? POOL_INLINE : POOL_THREADS;
+  p->nworkers = p->kind == POOL_INLINE ? 1 : (int)n;
+  pthread_mutex_init(&p->lock, NULL);
+  pthread_cond_init(&p->work, NULL);
+  p->home = home_of(L);
+  atomic_fetch_add(&p->home->refs, 1);
+  if (lua_isstring(L, 3)) p->name = strdup(lua_tostring(L, 3));
+  lua_getglobal(L, "package");
+  if (lua_istable(L, -1)) {
+    int pk = lua_gettop(L);
+    p->path = dup_field(L, pk, "path");
+    p->cpath = dup_field(L, pk, "cpath");
+  }
+  lua_pop(L, 1);
+  pp = lua_newuserdatauv(L, sizeof *pp, 0);
+  *pp = p;
+  luaL_setmetatable(L, EXECUTOR_MT);
+  if (!lua_isnoneornil(L, 4)) {
+    wire_enc e;
+    int nargs = 0;
+    if (lua_type(L, 4) != LUA_TFUNCTION)
+      return weft_error(L, WK_CONFIG, "init must be a function, got %s", luaL_typename(L, 4));
+    if (!lua_isnoneornil(L, 5) && !lua_istable(L, 5))
+      return weft_error(L, WK_CONFIG, "init_args must be a list, got %s", luaL_typename(L, 5));
+    lua_pushvalue(L, 4);
+    if (lua_istable(L, 5)) {
+      nargs = (int)lua_rawlen(L, 5);
+      luaL_checkstack(L, nargs, "weft: too many init_args");
+      for (i = 1; i <= nargs; i++) lua_rawgeti(L, 5, i);
+    }
+    wire_enc_init(&e, L, 0, 0);
+    if (wire_put_byte(&e, RUN_CALL) ||
+        wire_encode_tuple(&e, -(nargs + 1), nargs + 1, "init argument")) {
+      lua_pushfstring(L, "init: %s", wire_error(&e));
+      wire_enc_free(&e);
+      return weft_error(L, WK_SERIALIZATION, "%s", lua_tostring(L, -1));
+    }
+    lua_pop(L, nargs + 1);
+    p->init_msg = buf_steal(&e.out, &p->init_len);
+    p->init_blobs = e.blobs;
+    p->ninit_blobs = e.nblobs;
+    e.blobs = NULL;
+    e.nblobs = 0;
+    wire_enc_free(&e);
+  }
+  if (p->kind == POOL_THREADS) {
+    pthread_attr_t attr;
+    p->workers = calloc((size_t)p->nworkers, sizeof *p->workers);
+    if (p->workers == NULL) return luaL_error(L, "weft: out of memory");
+    pthread_attr_init(&attr);
+    pthread_attr_setstacksize(&attr, WORKER_STACK);
+    for (i = 0; i < p->nworkers; i++) {
+      worker *w = &p->workers[i];
+      w->pool = p;
+      w->index = i + 1;
+      pool_ref(p);
+      atomic_fetch_add(&p->nalive, 1);
+      if (pthread_create(&w->thread, &attr, worker_main, w) != 0) {
+        atomic_fetch_sub(&p->nalive, 1);
+        pool_unref(p);
+        pthread_attr_destroy(&attr);
+        pool_shutdown(L, p, 1, 1);
+        return weft_error(L, WK_CONFIG, "cannot start worker thread %d of %d", i + 1,
+                          p->nworkers);
+      }
+      w->started = 1;
+    }
+    pthread_attr_destroy(&attr);
+  }
+  return 1;
+}
+
+static int l_is_executor(lua_State *L) {
+  lua_pushboolean(L, luaL_testudata(L, 1, EXECUTOR_MT) != NULL);
+  return 1;
+}
+
+static int l_cpu_count(lua_State *L) {
+  long n = sysconf(_SC_NPROCESSORS_ONLN);
+  lua_pushinteger(L, n > 0 ? n : 1);
+  return 1;
+}
+
+static int l_now(lua_State *L) {
+  lua_pushnumber(L, weft_now());
+  return 1;
+}
+
+void pool_open(lua_State *L) {
+  static const luaL_Reg methods[] = {
+      {"submit", ex_submit},
+      {"_submit_chunk", ex_submit_chunk},
+      {"shutdown", ex_shutdown},
+      {"stats", ex_stats},
+      {NULL, NULL}};
+  static const luaL_Reg funcs[] = {
+      {"pool", l_pool},
+      {"cpu_count", l_cpu_count},
+      {"is_executor", l_is_executor},
+      {"now", l_now},
+      {NULL, NULL}};
+  int mod = lua_gettop(L);
+  luaL_newmetatable(L, EXECUTOR_MT);
+  luaL_newlib(L, methods);
+  lua_pushvalue(L, -1);
+  lua_setfield(L, mod, "Executor");
+  lua_setfield(L, -2, "__index");
+  lua_pushcfunction(L, ex_gc);
+  lua_setfield(L, -2, "__gc");
+  lua_pushcfunction(L, ex_gc);
+  lua_setfield(L, -2, "__close");
+  lua_pushcfunction(L, ex_tostring);
+  lua_setfield(L, -2, "__tostring");
+  lua_pushliteral(L, "weft.Executor");
+  lua_setfield(L, -2, "__name");
+  lua_pop(L, 1);
+  luaL_setfuncs(L, funcs, 0);
+}

@@ -1,0 +1,755 @@
+/*
+ * wire.c -- the message format shared by every executor.
+ *
+ *   message := version:u8 flags:u8 item*
+ *   value   := tag:u8 payload
+ *
+ *   NIL FALSE TRUE
+ *   INT    8 bytes little endian (all 64 bits)
+ *   FLOAT  8 bytes, the IEEE bits (NaN payloads, -0.0, inf survive)
+ *   STR    size bytes
+ *   TABLE  narray nhash:u32 value*narray (key value)*nhash
+ *   FUNC   nupvalues proto upvalue*nupvalues
+ *          proto := 0 blob-pointer (in-process only) | 1 size bytes
+ *   REF    ordinal                 an object seen earlier in this message
+ *   UPREF  ordinal n               upvalue n of function `ordinal` (shared cell)
+ *   ENV    the receiving state's globals (upvalues named _ENV)
+ *   MODULE name                    require(name) there (package.loaded tables)
+ *   CFUNC  "lib.name"              a standard-library C function
+ *   DEP    index                   the first result of the message's index-th
+ *                                  dependency (a future among task arguments)
+ *
+ * Sizes are LEB128.  Tables and functions get ordinals in order of first
+ * appearance; the tag of one that is referenced again carries REFD, so the
+ * decoder only keeps those.  Metatables are not copied.
+ */
+#include "wire.h"
+
+#include <lauxlib.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "future.h"
+
+enum {
+  W_NIL, W_FALSE, W_TRUE, W_INT, W_FLOAT, W_STR, W_TABLE, W_FUNC, W_REF,
+  W_UPREF, W_ENV, W_MODULE, W_CFUNC, W_DEP, W_NTAGS
+};
+#define W_REFD 0x80
+#define WF_HASREFS 0x01
+
+/* Registry key of the reverse map: module table -> name, C function ->
+ * "lib.name" (standard library only). */
+static const char REVMAP = 'm';
+
+static const char *const stdlibs[] = {
+    "_G", "string", "table", "math", "io", "os", "coroutine", "utf8",
+    "debug", "package", NULL};
+
+/* === the reverse map ===================================================== */
+
+static void revmap_build(lua_State *L) {
+  int i;
+  lua_newtable(L);
+  lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+  lua_pushnil(L);
+  while (lua_next(L, -2)) {     /* every loaded module table -> its name */
+    if (lua_type(L, -2) == LUA_TSTRING && lua_istable(L, -1)) {
+      lua_pushvalue(L, -2);
+      lua_rawset(L, -5);
+    } else {
+      lua_pop(L, 1);
+    }
+  }
+  for (i = 0; stdlibs[i]; i++) {   /* standard C functions -> "lib.name" */
+    if (lua_getfield(L, -1, stdlibs[i]) != LUA_TTABLE) { lua_pop(L, 1); continue; }
+    lua_pushnil(L);
+    while (lua_next(L, -2)) {
+      if (lua_type(L, -2) == LUA_TSTRING && lua_iscfunction(L, -1)) {
+        lua_pushfstring(L, "%s.%s", stdlibs[i], lua_tostring(L, -2));
+        lua_rawset(L, -6);
+      } else {
+        lua_pop(L, 1);
+      }
+    }
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 1);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &REVMAP);
+}
+
+/* Pushes the reverse-map name of the value at idx, or returns 0. */
+static int revmap_name(lua_State *L, int idx) {
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &REVMAP) != LUA_TTABLE) {
+    lua_pop(L, 1);
+    revmap_build(L);
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &REVMAP);
+  }
+  lua_pushvalue(L, idx);
+  if (lua_rawget(L, -2) == LUA_TSTRING) {
+    lua_remove(L, -2);
+    return 1;
+  }
+  lua_pop(L, 2);
+  return 0;
+}
+
+/* === encoder: bookkeeping ================================================ */
+
+void wire_enc_init(wire_enc *e, lua_State *L, int self_contained,
+                   int allow_futures) {
+  memset(e, 0, offsetof(wire_enc, seen_small));
+  e->L = L;
+  e->self_contained = self_contained;
+  e->allow_futures = allow_futures;
+  e->seen = e->seen_small;
+  e->capseen = sizeof e->seen_small / sizeof e->seen_small[0];
+  memset(e->seen_small, 0, sizeof e->seen_small);
+  e->err[0] = '\0';
+  buf_putc(&e->out, WIRE_VERSION);
+  buf_putc(&e->out, 0);
+}
+
+void wire_enc_free(wire_enc *e) {
+  size_t i;
+  buf_free(&e->out);
+  for (i = 0; i < e->nblobs; i++) proto_blob_unref(e->blobs[i]);
+  for (i = 0; i < e->ndeps; i++) future_unref(e->deps[i]);
+  free(e->blobs);
+  free(e->deps);
+  free(e->objat);
+  e->objat = NULL;
+  if (e->seen != e->seen_small) free(e->seen);
+  e->blobs = NULL;
+  e->deps = NULL;
+  e->nblobs = e->ndeps = 0;
+  e->seen = e->seen_small;
+}
+
+const char *wire_error(const wire_enc *e) { return e->err; }
+
+static size_t ptr_hash(const void *p) {
+  uintptr_t x = (uintptr_t)p;
+  x ^= x >> 17;
+  x *= (uintptr_t)0xed5ad4bbU;
+  x ^= x >> 11;
+  return (size_t)x;
+}
+
+static wire_seen *seen_find(wire_enc *e, const void *key) {
+  size_t mask = e->capseen - 1, i = ptr_hash(key) & mask;
+  while (e->seen[i].key != NULL) {
+    if (e->seen[i].key == key) return &e->seen[i];
+    i = (i + 1) & mask;
+  }
+  return NULL;
+}
+
+static int seen_add(wire_enc *e, const void *key, size_t ordinal, size_t at) {
+  size_t mask, i;
+  if ((e->nseen + 1) * 4 > e->capseen * 3) {   /* keep load under 3/4 */
+    size_t j, cap = e->capseen * 2;
+    wire_seen *old = e->seen, *n = calloc(cap, sizeof *n);
+    if (n == NULL) return -1;
+    e->seen = n;
+    e->capseen = cap;
+    for (j = 0; j < cap / 2; j++) {
+      if (old[j].key == NULL) continue;
+      i = ptr_hash(old[j].key) & (cap - 1);
+      while (n[i].key != NULL) i = (i + 1) & (cap - 1);
+      n[i] = old[j];
+    }
+    if (old != e->seen_small) free(old);
+  }
+  mask = e->capseen - 1;
+  i = ptr_hash(key) & mask;
+  while (e->seen[i].key != NULL) i = (i + 1) & mask;
+  e->seen[i].key = key;
+  e->seen[i].ordinal = ordinal;
+  e->seen[i].at = at;
+  e->nseen++;
+  return 0;
+}
+
+/* Marks the object whose tag is at byte `at` as referenced again. */
+static void mark_refd(wire_enc *e, size_t at) {
+  e->out.data[at] |= (char)W_REFD;
+  e->out.data[1] |= WF_HASREFS;
+}
+
+static int push_ptr(void ***arr, size_t *n, size_t *cap, void *p) {
+  if (*n == *cap) {
+    size_t nc = *cap ? *cap * 2 : 4;
+    void **a = realloc(*arr, nc * sizeof *a);
+    if (a == NULL) return -1;
+    *arr = a;
+    *cap = nc;
+  }
+  (*arr)[(*n)++] = p;
+  return 0;
+}
+
+/* === encoder: errors with the path to the bad value ===================== */
+
+/* Appends the path (".a.b[3]") from the keys left on the stack. */
+static void path_append(wire_enc *e, char *dst, size_t cap) {
+  lua_State *L = e->L;
+  int i;
+  size_t n = strlen(dst);
+  for (i = 1; i <= e->depth && n + 1 < cap; i++) {
+    int k = e->pathidx[i];
+    const char *s;
+    if (k == 0) continue;
+    if (k < 0) {       /* upvalue: the name was pushed as a string */
+      s = lua_tostring(L, -k);
+      n += (size_t)snprintf(dst + n, cap - n, " upvalue '%s'", s ? s : "?");
+    } else if (lua_type(L, k) == LUA_TSTRING) {
+      n += (size_t)snprintf(dst + n, cap - n, ".%s", lua_tostring(L, k));
+    } else if (lua_isinteger(L, k)) {
+      n += (size_t)snprintf(dst + n, cap - n, "[%lld]", (long long)lua_tointeger(L, k));
+    } else {
+      n += (size_t)snprintf(dst + n, cap - n, "[%s]", luaL_typename(L, k));
+    }
+    if (n >= cap) { n = cap - 1; break; }
+    if (i > 8 && e->depth > 16 && i < e->depth - 4) {   /* elide the middle */
+      n += (size_t)snprintf(dst + n, cap - n, "...");
+      if (n >= cap) n = cap - 1;
+      i = e->depth - 4;
+    }
+  }
+}
+
+static int enc_fail(wire_enc *e, const char *fmt, ...) {
+  char what[200];
+  va_list ap;
+  if (e->err[0]) return -1;   /* keep the innermost message */
+  if (e->argno > 0)
+    snprintf(e->err, sizeof e->err, "%s %d ", e->what, e->argno);
+  else
+    snprintf(e->err, sizeof e->err, "%s ", e->what);
+  path_append(e, e->err, sizeof e->err - 64);
+  va_start(ap, fmt);
+  vsnprintf(what, sizeof what, fmt, ap);
+  va_end(ap);
+  {
+    size_t n = strlen(e->err);
+    if (n > 0 && e->err[n - 1] == ' ') e->err[--n] = '\0';
+    snprintf(e->err + n, sizeof e->err - n, ": %s", what);
+  }
+  return -1;
+}
+
+static int enc_oom(wire_enc *e) { return enc_fail(e, "out of memory"); }
+
+/* === encoder: values ===================================================== */
+
+static int put_value(wire_enc *e, int idx);
+
+static int put_u64(wire_enc *e, int tag, uint64_t v) {
+  unsigned char b[9];
+  int i;
+  b[0] = (unsigned char)tag;
+  for (i = 0; i < 8; i++) b[1 + i] = (unsigned char)(v >> (8 * i));
+  return buf_put(&e->out, b, 9) ? enc_oom(e) : 0;
+}
+
+static int put_str(wire_enc *e, int tag, const char *s, size_t n) {
+  if (buf_putc(&e->out, tag) || buf_putvar(&e->out, n) || buf_put(&e->out, s, n))
+    return enc_oom(e);
+  return 0;
+}
+
+/* Emits REF if the object was seen; else registers it.  Returns 1 when a
+ * REF was written, 0 when the caller must write the object, -1 on error. */
+static int put_seen(wire_enc *e, const void *p) {
+  wire_seen *s = seen_find(e, p);
+  if (s) {
+    mark_refd(e, s->at);
+    if (buf_putc(&e->out, W_REF) || buf_putvar(&e->out, s->ordinal)) return enc_oom(e);
+    return 1;
+  }
+  if (seen_add(e, p, e->nobjects, e->out.len)) return enc_oom(e);
+  if (e->nobjects == e->capobjat) {
+    size_t nc = e->capobjat ? e->capobjat * 2 : 16;
+    size_t *a = realloc(e->objat, nc * sizeof *a);
+    if (a == NULL) return enc_oom(e);
+    e->objat = a;
+    e->capobjat = nc;
+  }
+  e->objat[e->nobjects++] = e->out.len;
+  return 0;
+}
+
+static int put_table(wire_enc *e, int idx) {
+  lua_State *L = e->L;
+  lua_Unsigned narr = lua_rawlen(L, idx), i;
+  size_t count_at;
+  uint32_t nhash = 0;
+  int r = put_seen(e, lua_topointer(L, idx));
+  if (r) return r < 0 ? -1 : 0;
+  if (buf_putc(&e->out, W_TABLE) || buf_putvar(&e->out, narr) ||
+      buf_reserve(&e->out, 4))
+    return enc_oom(e);
+  count_at = e->out.len;
+  e->out.len += 4;
+  luaL_checkstack(L, 6, "weft: copying a table");
+  for (i = 1; i <= narr; i++) {
+    lua_pushinteger(L, (lua_Integer)i);
+    e->pathidx[e->depth] = lua_gettop(L);
+    lua_rawgeti(L, idx, (lua_Integer)i);
+    r = put_value(e, -1);
+    lua_pop(L, 2);
+    if (r) return -1;
+  }
+  /* The rest: lua_next from key narr skips the array slots already sent. */
+  if (narr > 0) lua_pushinteger(L, (lua_Integer)narr); else lua_pushnil(L);
+  while (lua_next(L, idx)) {
+    if (lua_isinteger(L, -2)) {
+      lua_Integer k = lua_tointeger(L, -2);
+      if (k >= 1 && (lua_Unsigned)k <= narr) { lua_pop(L, 1); continue; }
+    }
+    e->pathidx[e->depth] = lua_gettop(L) - 1;
+    if (put_value(e, -2) || put_value(e, -1)) { lua_pop(L, 2); return -1; }
+    lua_pop(L, 1);
+    if (++nhash == UINT32_MAX) { lua_pop(L, 1); return enc_fail(e, "table too large"); }
+  }
+  for (i = 0; i < 4; i++) e->out.data[count_at + i] = (char)(nhash >> (8 * i));
+  return 0;
+}
+
+static int put_function(wire_enc *e, int idx) {
+  lua_State *L = e->L;
+  lua_Debug ar;
+  proto_blob *blob;
+  size_t ordinal = e->nobjects;
+  int r, n;
+  if (lua_iscfunction(L, idx)) {
+    if (revmap_name(L, idx)) {
+      size_t len;
+      const char *name = lua_tolstring(L, -1, &len);
+      r = put_str(e, W_CFUNC, name, len);
+      lua_pop(L, 1);
+      return r;
+    }
+    return enc_fail(e, "C function (only the standard library's C functions can be copied)");
+  }
+  if ((r = put_seen(e, lua_topointer(L, idx))) != 0) return r < 0 ? -1 : 0;
+  lua_pushvalue(L, idx);
+  lua_getinfo(L, ">u", &ar);
+  blob = proto_blob_of(L, idx);
+  if (blob == NULL) return enc_oom(e);
+  if (buf_putc(&e->out, W_FUNC) || buf_putvar(&e->out, ar.nups)) return enc_oom(e);
+  if (e->self_contained) {
+    if (buf_putc(&e->out, 1) || buf_putvar(&e->out, blob->len) ||
+        buf_put(&e->out, blob->code, blob->len))
+      return enc_oom(e);
+  } else {
+    if (buf_putc(&e->out, 0) || buf_put(&e->out, &blob, sizeof blob) ||
+        push_ptr((void ***)&e->blobs, &e->nblobs, &e->capblobs, blob))
+      return enc_oom(e);
+    proto_blob_ref(blob);
+  }
+  luaL_checkstack(L, 4, "weft: copying a function");
+  for (n = 1; n <= ar.nups; n++) {
+    const char *name = lua_getupvalue(L, idx, n);
+    void *cell = lua_upvalueid(L, idx, n);
+    wire_seen *s;
+    if (name && strcmp(name, "_ENV") == 0) {
+      lua_pop(L, 1);
+      if (buf_putc(&e->out, W_ENV)) return enc_oom(e);
+      continue;
+    }
+    if ((s = seen_find(e, cell)) != NULL) {   /* a cell another function has */
+      lua_pop(L, 1);
+      mark_refd(e, e->objat[s->ordinal]);
+      if (buf_putc(&e->out, W_UPREF) || buf_putvar(&e->out, s->ordinal) ||
+          buf_putvar(&e->out, s->at))
+        return enc_oom(e);
+      continue;
+    }
+    if (seen_add(e, cell, ordinal, (size_t)n)) { lua_pop(L, 1); return enc_oom(e); }
+    lua_pushstring(L, name ? name : "?");       /* for error paths */
+    e->pathidx[e->depth] = -lua_gettop(L);
+    r = put_value(e, -2);
+    lua_pop(L, 2);
+    if (r) return -1;
+  }
+  return 0;
+}
+
+static int put_value(wire_enc *e, int idx) {
+  lua_State *L = e->L;
+  int r;
+  idx = lua_absindex(L, idx);
+  switch (lua_type(L, idx)) {
+    case LUA_TNIL:
+      return buf_putc(&e->out, W_NIL) ? enc_oom(e) : 0;
+    case LUA_TBOOLEAN:
+      return buf_putc(&e->out, lua_toboolean(L, idx) ? W_TRUE : W_FALSE) ? enc_oom(e) : 0;
+    case LUA_TNUMBER:
+      if (lua_isinteger(L, idx))
+        return put_u64(e, W_INT, (uint64_t)lua_tointeger(L, idx));
+      {
+        lua_Number d = lua_tonumber(L, idx);
+        uint64_t bits;
+        memcpy(&bits, &d, sizeof bits);
+        return put_u64(e, W_FLOAT, bits);
+      }
+    case LUA_TSTRING: {
+      size_t n;
+      const char *s = lua_tolstring(L, idx, &n);
+      return put_str(e, W_STR, s, n);
+    }
+    case LUA_TTABLE:
+    case LUA_TFUNCTION:
+      if (e->depth >= WIRE_MAX_DEPTH)
+        return enc_fail(e, "nested deeper than %d levels", WIRE_MAX_DEPTH);
+      if (lua_istable(L, idx) && revmap_name(L, idx)) {
+        size_t len;
+        const char *name = lua_tolstring(L, -1, &len);
+        r = put_str(e, W_MODULE, name, len);
+        lua_pop(L, 1);
+        return r;
+      }
+      e->depth++;
+      e->pathidx[e->depth] = 0;
+      r = lua_istable(L, idx) ? put_table(e, idx) : put_function(e, idx);
+      e->depth--;
+      return r;
+    case LUA_TUSERDATA: {
+      future *f = future_check(L, idx);
+      size_t i;
+      if (f == NULL) return enc_fail(e, "userdata");
+      if (!e->allow_futures)
+        return enc_fail(e, "future (a future can only be passed as a task argument)");
+      for (i = 0; i < e->ndeps && e->deps[i] != f; i++) {}
+      if (i == e->ndeps) {
+        if (push_ptr((void ***)&e->deps, &e->ndeps, &e->capdeps, f)) return enc_oom(e);
+        future_ref(f);
+      }
+      if (buf_putc(&e->out, W_DEP) || buf_putvar(&e->out, i)) return enc_oom(e);
+      return 0;
+    }
+    case LUA_TTHREAD:
+      return enc_fail(e, "coroutine");
+    case LUA_TLIGHTUSERDATA:
+      return enc_fail(e, "light userdata");
+    default:
+      return enc_fail(e, "%s", luaL_typename(L, idx));
+  }
+}
+
+int wire_put(wire_enc *e, int idx, const char *what, int argno) {
+  e->what = what;
+  e->argno = argno;
+  e->depth = 0;
+  return put_value(e, idx);
+}
+
+int wire_put_size(wire_enc *e, size_t n) {
+  return buf_putvar(&e->out, n) ? enc_oom(e) : 0;
+}
+
+int wire_put_byte(wire_enc *e, int c) {
+  return buf_putc(&e->out, c) ? enc_oom(e) : 0;
+}
+
+int wire_encode_tuple(wire_enc *e, int first, int n, const char *what) {
+  int i;
+  first = lua_absindex(e->L, first);
+  if (wire_put_size(e, (size_t)n)) return -1;
+  for (i = 0; i < n; i++)
+    if (wire_put(e, first + i, what, i + 1)) return -1;
+  return 0;
+}
+
+/* === decoder ============================================================= */
+
+static int dec_fail(wire_dec *d, const char *msg) {
+  if (!d->err) d->err = msg;
+  return -1;
+}
+
+int wire_get_byte(wire_dec *d, int *c) {
+  if (d->p >= d->end) return dec_fail(d, "truncated message");
+  *c = *d->p++;
+  return 0;
+}
+
+int wire_get_size(wire_dec *d, size_t *n) {
+  uint64_t x = 0;
+  int shift = 0, b;
+  do {
+    if (d->p >= d->end) return dec_fail(d, "truncated message");
+    if (shift > 63) return dec_fail(d, "bad size in message");
+    b = *d->p++;
+    x |= (uint64_t)(b & 0x7f) << shift;
+    shift += 7;
+  } while (b & 0x80);
+  if (x > SIZE_MAX) return dec_fail(d, "bad size in message");
+  *n = (size_t)x;
+  return 0;
+}
+
+static int get_u64(wire_dec *d, uint64_t *v) {
+  int i;
+  if (d->end - d->p < 8) return dec_fail(d, "truncated message");
+  *v = 0;
+  for (i = 0; i < 8; i++) *v |= (uint64_t)d->p[i] << (8 * i);
+  d->p += 8;
+  return 0;
+}
+
+static int get_bytes(wire_dec *d, const char **s, size_t *n) {
+  if (wire_get_size(d, n)) return -1;
+  if ((size_t)(d->end - d->p) < *n) return dec_fail(d, "truncated message");
+  *s = (const char *)d->p;
+  d->p += *n;
+  return 0;
+}
+
+static void dec_register(wire_dec *d, lua_State *L, int refd) {
+  size_t ordinal = d->nobjects++;
+  if (refd) {
+    lua_pushvalue(L, -1);
+    lua_rawseti(L, d->refs, (lua_Integer)ordinal + 1);
+  }
+}
+
+static int get_value(wire_dec *d, lua_State *L);
+
+static int get_table(wire_dec *d, lua_State *L, int refd) {
+  size_t narr, i, remaining;
+  uint32_t nhash = 0;
+  int t;
+  if (wire_get_size(d, &narr)) return -1;
+  if (d->end - d->p < 4) return dec_fail(d, "truncated message");
+  for (i = 0; i < 4; i++) nhash |= (uint32_t)d->p[i] << (8 * i);
+  d->p += 4;
+  remaining = (size_t)(d->end - d->p);
+  /* every element takes at least one byte: refuse sizes the data can't hold */
+  if (narr > remaining || nhash > remaining / 2 || narr > INT32_MAX)
+    return dec_fail(d, "bad table size in message");
+  lua_createtable(L, (int)narr, (int)nhash);
+  t = lua_gettop(L);
+  dec_register(d, L, refd);
+  for (i = 1; i <= narr; i++) {
+    if (get_value(d, L)) { lua_settop(L, t - 1); return -1; }
+    lua_rawseti(L, t, (lua_Integer)i);
+  }
+  for (i = 0; i < nhash; i++) {
+    if (get_value(d, L)) { lua_settop(L, t - 1); return -1; }
+    if (lua_isnil(L, -1) || (lua_type(L, -1) == LUA_TNUMBER && lua_tonumber(L, -1) != lua_tonumber(L, -1))) {
+      lua_settop(L, t - 1);
+      return dec_fail(d, "bad table key in message");
+    }
+    if (get_value(d, L)) { lua_settop(L, t - 1); return -1; }
+    lua_rawset(L, t);
+  }
+  return 0;
+}
+
+static int get_function(wire_dec *d, lua_State *L, int refd) {
+  size_t nup, i;
+  int kind, f;
+  if (wire_get_size(d, &nup) || wire_get_byte(d, &kind)) return -1;
+  if (nup > 255) return dec_fail(d, "bad upvalue count in message");
+  if (kind == 0) {
+    proto_blob *blob;
+    if (!d->trusted) return dec_fail(d, "in-process function in an outside message");
+    if (d->end - d->p < (ptrdiff_t)sizeof blob) return dec_fail(d, "truncated message");
+    memcpy(&blob, d->p, sizeof blob);
+    d->p += sizeof blob;
+    if (proto_instantiate(L, blob, blob->code, blob->len)) {
+      lua_pop(L, 1);
+      return dec_fail(d, "cannot load a function's bytecode");
+    }
+  } else if (kind == 1) {
+    const char *code;
+    size_t len;
+    if (get_bytes(d, &code, &len)) return -1;
+    if (proto_instantiate(L, NULL, code, len)) {
+      lua_pop(L, 1);
+      return dec_fail(d, "cannot load a function's bytecode");
+    }
+  } else {
+    return dec_fail(d, "bad function in message");
+  }
+  f = lua_gettop(L);
+  {
+    lua_Debug ar;
+    lua_pushvalue(L, f);
+    lua_getinfo(L, ">u", &ar);
+    if (ar.nups != nup) { lua_settop(L, f - 1); return dec_fail(d, "upvalue count does not match the function"); }
+  }
+  dec_register(d, L, refd);
+  for (i = 1; i <= nup; i++) {
+    int tag;
+    if (d->p >= d->end) { lua_settop(L, f - 1); return dec_fail(d, "truncated message"); }
+    tag = *d->p;
+    if (tag == W_ENV) {
+      d->p++;
+      lua_pushglobaltable(L);
+    } else if (tag == W_UPREF) {
+      size_t ord, n;
+      d->p++;
+      if (wire_get_size(d, &ord) || wire_get_size(d, &n)) { lua_settop(L, f - 1); return -1; }
+      if (d->refs == 0 || ord >= d->nobjects ||
+          lua_rawgeti(L, d->refs, (lua_Integer)ord + 1) != LUA_TFUNCTION ||
+          lua_iscfunction(L, -1) || n < 1 || lua_getupvalue(L, -1, (int)n) == NULL) {
+        lua_settop(L, f - 1);
+        return dec_fail(d, "bad shared upvalue in message");
+      }
+      lua_pop(L, 1);
+      lua_upvaluejoin(L, f, (int)i, -1, (int)n);
+      lua_pop(L, 1);
+      continue;
+    } else if (get_value(d, L)) {
+      lua_settop(L, f - 1);
+      return -1;
+    }
+    lua_setupvalue(L, f, (int)i);
+  }
+  return 0;
+}
+
+static int get_value(wire_dec *d, lua_State *L) {
+  int tag, refd, r;
+  uint64_t v;
+  if (wire_get_byte(d, &tag)) return -1;
+  refd = tag & W_REFD;
+  tag &= ~W_REFD;
+  if (!lua_checkstack(L, 8)) return dec_fail(d, "message nested too deeply for the Lua stack");
+  switch (tag) {
+    case W_NIL: lua_pushnil(L); return 0;
+    case W_FALSE: lua_pushboolean(L, 0); return 0;
+    case W_TRUE: lua_pushboolean(L, 1); return 0;
+    case W_INT:
+      if (get_u64(d, &v)) return -1;
+      lua_pushinteger(L, (lua_Integer)v);
+      return 0;
+    case W_FLOAT: {
+      lua_Number n;
+      if (get_u64(d, &v)) return -1;
+      memcpy(&n, &v, sizeof n);
+      lua_pushnumber(L, n);
+      return 0;
+    }
+    case W_STR: {
+      const char *s;
+      size_t n;
+      if (get_bytes(d, &s, &n)) return -1;
+      lua_pushlstring(L, s, n);
+      return 0;
+    }
+    case W_TABLE:
+    case W_FUNC:
+      if (d->depth >= WIRE_MAX_DEPTH) return dec_fail(d, "message nested too deeply");
+      if (refd && d->refs == 0) return dec_fail(d, "bad reference flag in message");
+      d->depth++;
+      r = tag == W_TABLE ? get_table(d, L, refd) : get_function(d, L, refd);
+      d->depth--;
+      return r;
+    case W_REF: {
+      size_t ord;
+      if (wire_get_size(d, &ord)) return -1;
+      if (d->refs == 0 || ord >= d->nobjects ||
+          lua_rawgeti(L, d->refs, (lua_Integer)ord + 1) == LUA_TNIL) {
+        if (d->refs != 0) lua_pop(L, 1);
+        return dec_fail(d, "bad reference in message");
+      }
+      return 0;
+    }
+    case W_ENV:
+      lua_pushglobaltable(L);
+      return 0;
+    case W_MODULE: {
+      const char *s;
+      size_t n;
+      if (get_bytes(d, &s, &n)) return -1;
+      lua_getglobal(L, "require");
+      lua_pushlstring(L, s, n);
+      if (!lua_isfunction(L, -2) || lua_pcall(L, 1, 1, 0) != LUA_OK) {
+        lua_pop(L, 1);
+        return dec_fail(d, "a module the message refers to cannot be loaded here");
+      }
+      return 0;
+    }
+    case W_CFUNC: {
+      const char *s, *dot;
+      size_t n;
+      if (get_bytes(d, &s, &n)) return -1;
+      dot = memchr(s, '.', n);
+      if (dot == NULL) return dec_fail(d, "bad C function name in message");
+      lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+      lua_pushlstring(L, s, (size_t)(dot - s));
+      if (lua_rawget(L, -2) != LUA_TTABLE) { lua_pop(L, 2); return dec_fail(d, "unknown library in message"); }
+      lua_pushlstring(L, dot + 1, n - (size_t)(dot - s) - 1);
+      if (lua_rawget(L, -2) != LUA_TFUNCTION || !lua_iscfunction(L, -1)) {
+        lua_pop(L, 3);
+        return dec_fail(d, "unknown C function in message");
+      }
+      lua_replace(L, -3);
+      lua_pop(L, 1);
+      return 0;
+    }
+    case W_DEP: {
+      size_t i;
+      future *f;
+      if (wire_get_size(d, &i)) return -1;
+      if (i >= d->ndeps) return dec_fail(d, "bad dependency in message");
+      f = d->deps[i];
+      if (future_state(f) != FS_FINISHED) return dec_fail(d, "dependency is not finished");
+      r = wire_decode_tuple(L, f->data, f->len, 1, 1);
+      if (r < 0) { lua_pop(L, 1); return dec_fail(d, "a dependency's result cannot be decoded"); }
+      if (r == 0) lua_pushnil(L);
+      return 0;
+    }
+    default:
+      return dec_fail(d, "unknown value tag in message");
+  }
+}
+
+int wire_dec_init(wire_dec *d, lua_State *L, const char *data, size_t len,
+                  int trusted) {
+  memset(d, 0, sizeof *d);
+  d->p = (const unsigned char *)data;
+  d->end = d->p + len;
+  d->trusted = trusted;
+  if (len < 2 || d->p[0] != WIRE_VERSION || (d->p[1] & ~WF_HASREFS)) {
+    lua_pushnil(L);
+    return dec_fail(d, len < 2 ? "truncated message" : "unknown message version");
+  }
+  if (d->p[1] & WF_HASREFS) {
+    lua_newtable(L);
+    d->refs = lua_gettop(L);
+  } else {
+    lua_pushnil(L);
+  }
+  d->p += 2;
+  return 0;
+}
+
+int wire_get(wire_dec *d, lua_State *L) { return get_value(d, L); }
+
+int wire_decode_tuple(lua_State *L, const char *data, size_t len, int trusted,
+                      int max) {
+  wire_dec d;
+  size_t n, i;
+  int base = lua_gettop(L);
+  if (wire_dec_init(&d, L, data, len, trusted) || wire_get_size(&d, &n)) goto fail;
+  if (n > (size_t)(d.end - d.p)) { dec_fail(&d, "bad value count in message"); goto fail; }
+  for (i = 0; i < n; i++) {
+    if (max > 0 && i >= (size_t)max) break;
+    if (get_value(&d, L)) goto fail;
+  }
+  if (max <= 0 && d.p != d.end) { dec_fail(&d, "trailing bytes in message"); goto fail; }
+  lua_remove(L, base + 1);      /* the reference table */
+  return lua_gettop(L) - base;
+fail:
+  lua_settop(L, base);
+  lua_pushstring(L, d.err ? d.err : "bad message");
+  return -1;
+}

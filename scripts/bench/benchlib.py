@@ -1,0 +1,49 @@
+"""Shared helpers for the Python baselines in scripts/bench/.
+
+Each baseline prints its figure as one machine-readable line, the same
+format the weft benchmarks use (scripts/bench/benchlib.lua):
+
+    RESULT us_per_task=31.2 tasks=20000 runs=5
+
+The first key is the figure scripts/bench/run compares; the rest are notes.
+"""
+import gc
+import sys
+import time
+
+PAGE_SIZE = 4096  # /proc/self/statm counts pages
+
+
+def now():
+    """Wall-clock seconds from a monotonic clock."""
+    return time.perf_counter()
+
+
+def best_of(runs, fn):
+    """Calls fn() `runs` times (collecting garbage before each) and returns
+    the smallest value it returned: the run least disturbed by the machine."""
+    best = None
+    for _ in range(runs):
+        gc.collect()
+        t = fn()
+        if best is None or t < best:
+            best = t
+    return best
+
+
+def rss_bytes():
+    """Resident set size of this process, in bytes."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * PAGE_SIZE
+
+
+def fmt(v):
+    if isinstance(v, float):
+        return "%.0f" % v if abs(v) >= 1000 else "%.4g" % v
+    return str(v)
+
+
+def result(**fields):
+    """Prints the RESULT line; keyword order is kept, the first is the figure."""
+    print("RESULT " + " ".join("%s=%s" % (k, fmt(v)) for k, v in fields.items()))
+    sys.stdout.flush()
