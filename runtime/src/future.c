@@ -261,7 +261,7 @@ extern void pool_unref(struct pool *p);
 
 void future_unref(future *f) {
   if (f && atomic_fetch_sub_explicit(&f->refs, 1, memory_order_acq_rel) == 1) {
-    free(f->data);
+    if (f->data != f->inline_data) free(f->data);
     free(f->name);
     if (f->cause) future_unref(f->cause);
     if (f->pool) pool_unref(f->pool);
@@ -333,6 +333,11 @@ int future_settle_into(future *f, int state, char *data, size_t len,
   do {
     if (s >= FS_SETTLING) return -1;
   } while (!atomic_compare_exchange_weak(&f->state, &s, FS_SETTLING));
+  if (data && len <= FUTURE_INLINE) {
+    memcpy(f->inline_data, data, len);
+    free(data);
+    data = f->inline_data;
+  }
   f->data = data;
   f->len = len;
   f->cause = cause;

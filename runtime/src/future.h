@@ -41,6 +41,8 @@ typedef enum {
 
 const char *weft_kind_name(weft_kind k);
 
+#define FUTURE_INLINE 48
+
 typedef struct home home;
 typedef struct future future;
 struct task;
@@ -56,7 +58,7 @@ struct future {
    * `data` is a tuple message of the results.  FAILED: `data` is a message
    * holding one error-record table, or `cause` is the failed/cancelled
    * upstream future of a dependency failure. */
-  char *data;
+  char *data;                  /* heap, or inline_data for small outcomes */
   size_t len;
   future *cause;
   int timed_out;
@@ -68,6 +70,8 @@ struct future {
   /* Guarded by the home's thread (only it touches these). */
   unsigned char observed, reported;
   char *name;                  /* task name for error messages, or NULL */
+  /* Small outcomes live here: no allocation crosses threads for them. */
+  char inline_data[FUTURE_INLINE];
 };
 
 /* A dependent task hung on a future; also a work item once the future

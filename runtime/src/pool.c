@@ -29,7 +29,21 @@
 #include "run.h"
 #include "wire.h"
 
+#include <sched.h>
+#include <time.h>
+
 #define EXECUTOR_MT "weft.Executor"
+/* How long an idle worker polls the queue before it sleeps: a submitter
+ * faster than this never pays for a wake-up system call. */
+#define SPIN_SECONDS 50e-6
+
+#if defined(__x86_64__) || defined(__i386__)
+#define cpu_relax() __builtin_ia32_pause()
+#elif defined(__aarch64__)
+#define cpu_relax() __asm__ __volatile__("yield")
+#else
+#define cpu_relax() sched_yield()
+#endif
 #define WORKER_STACK (8u << 20)
 
 int luaopen_weft_core(lua_State *L);
@@ -38,15 +52,30 @@ int luaopen_weft_core(lua_State *L);
 
 void pool_ref(pool *p) { atomic_fetch_add(&p->refs, 1); }
 
-static void task_free(task *t) {
+/* Drops what a task holds; its memory stays for reuse. */
+static void task_clear(task *t) {
   size_t i;
   for (i = 0; i < t->nblobs; i++) proto_blob_unref(t->blobs[i]);
   for (i = 0; i < t->ndeps; i++) future_unref(t->deps[i]);
-  free(t->blobs);
-  free(t->deps);
-  free(t->msg);
   future_unref(t->f);
+  t->nblobs = t->ndeps = 0;
+  t->f = NULL;
+}
+
+static void task_free(task *t) {
+  task_clear(t);
   free(t);
+}
+
+#define MAX_FREE_TASKS 64
+
+/* Caller holds p->lock.  Returns t when the free list is full. */
+static task *task_recycle_locked(pool *p, task *t) {
+  if (p->nfree >= MAX_FREE_TASKS) return t;
+  t->next = p->free_tasks;
+  p->free_tasks = t;
+  p->nfree++;
+  return NULL;
 }
 
 void pool_unref(pool *p) {
@@ -58,9 +87,16 @@ void pool_unref(pool *p) {
     future_unref(l->f);
     free(l);
   }
+  while (p->free_tasks) {
+    task *t = p->free_tasks;
+    p->free_tasks = t->next;
+    free(t);
+  }
+  free(p->spare);
   for (i = 0; i < p->ninit_blobs; i++) proto_blob_unref(p->init_blobs[i]);
   free(p->init_blobs);
   free(p->init_msg);
+  buf_free(&p->encbuf);
   free(p->workers);
   free(p->name);
   free(p->path);
@@ -84,28 +120,60 @@ static void pool_enqueue(pool *p, task *t) {
   t->next = NULL;
   if (p->tail) p->tail->next = t; else p->head = t;
   p->tail = t;
-  if (p->nidle > 0) pthread_cond_signal(&p->work);
+  atomic_fetch_add_explicit(&p->qlen, 1, memory_order_release);
+  /* Wake a sleeper unless a worker is polling the queue or enough are
+   * already on their way up: a busy pool takes tasks with no system call. */
+  if (!p->spinning && p->nidle > p->nwaking) {
+    p->nwaking++;
+    pthread_cond_signal(&p->work);
+  }
+  if (p->spare == NULL && p->free_tasks) {   /* for the owner's next submit */
+    p->spare = p->free_tasks;
+    p->free_tasks = p->spare->next;
+    p->nfree--;
+  }
   pthread_mutex_unlock(&p->lock);
 }
 
 /* Takes the next task, sleeping while there is none; NULL once the pool is
- * shut down and nothing is queued or waiting on dependencies. */
-static task *pool_take(pool *p) {
+ * shut down and nothing is queued or waiting on dependencies.  `done`, a
+ * finished task (cleared), goes back to the free list on the way. */
+static task *pool_take(pool *p, task *done) {
   task *t;
   pthread_mutex_lock(&p->lock);
+  if (done) done = task_recycle_locked(p, done);
   while (p->head == NULL && !(p->shutdown && p->waiting == NULL)) {
+    if (!p->spinning && p->nworkers > 1) {
+      /* Poll a little before sleeping (one poller at a time, so the
+       * others leave the CPU to the submitter). */
+      double until = weft_now() + SPIN_SECONDS;
+      int found = 0, spins = 0;
+      p->spinning = 1;
+      pthread_mutex_unlock(&p->lock);
+      while (!(found = atomic_load_explicit(&p->qlen, memory_order_acquire) > 0)) {
+        if ((++spins & 63) == 0 && weft_now() > until) break;
+        cpu_relax();
+      }
+      pthread_mutex_lock(&p->lock);
+      p->spinning = 0;
+      if (found || p->head) continue;
+      if (p->shutdown && p->waiting == NULL) break;
+    }
     p->nidle++;
     pthread_cond_wait(&p->work, &p->lock);
     p->nidle--;
+    if (p->nwaking > 0) p->nwaking--;
   }
   t = p->head;
   if (t) {
     p->head = t->next;
     if (p->head == NULL) p->tail = NULL;
+    atomic_fetch_sub_explicit(&p->qlen, 1, memory_order_relaxed);
   } else {
     pthread_cond_broadcast(&p->work);   /* let the others see the end too */
   }
   pthread_mutex_unlock(&p->lock);
+  free(done);
   return t;
 }
 
@@ -182,11 +250,12 @@ int pool_force_cancel(struct pool *p, future *f) {
 
 /* === running ============================================================= */
 
-static void pool_run_task(pool *p, lua_State *L, task *t, run_outcome *broken) {
+/* Runs t; returns it cleared, for reuse. */
+static task *pool_run_task(pool *p, lua_State *L, task *t, run_outcome *broken) {
   run_outcome out;
   if (!future_start(t->f)) {   /* cancelled while queued */
-    task_free(t);
-    return;
+    task_clear(t);
+    return t;
   }
   atomic_fetch_sub(&p->stats.queued, 1);
   atomic_fetch_add(&p->stats.busy, 1);
@@ -198,7 +267,8 @@ static void pool_run_task(pool *p, lua_State *L, task *t, run_outcome *broken) {
   }
   atomic_fetch_sub(&p->stats.busy, 1);
   pool_finish(p, t, &out);
-  task_free(t);
+  task_clear(t);
+  return t;
 }
 
 /* Opens a worker's state: libraries, the creator's package paths, weft.core
@@ -228,21 +298,23 @@ static void *worker_main(void *arg) {
   pool *p = w->pool;
   run_outcome broken;
   lua_State *L;
-  task *t;
+  task *t, *done = NULL;
   char name[16];
   snprintf(name, sizeof name, "weft:%.6s:%d", p->name ? p->name : "pool", w->index);
   pthread_setname_np(pthread_self(), name);
   L = worker_state_new(p, &broken);
-  while ((t = pool_take(p)) != NULL) {
-    if (L == NULL) {
+  while ((t = pool_take(p, done)) != NULL) {
+    if (L == NULL) {   /* no memory for a Lua state: fail, don't hang */
       run_outcome out = {FS_FAILED, NULL, 0};
-      future_start(t->f);
-      atomic_fetch_sub(&p->stats.queued, 1);
-      pool_finish(p, t, &out);
-      task_free(t);
+      if (future_start(t->f)) {
+        atomic_fetch_sub(&p->stats.queued, 1);
+        pool_finish(p, t, &out);
+      }
+      task_clear(t);
+      done = t;
       continue;
     }
-    pool_run_task(p, L, t, broken.data ? &broken : NULL);
+    done = pool_run_task(p, L, t, broken.data ? &broken : NULL);
   }
   free(broken.data);
   if (L) lua_close(L);
@@ -264,10 +336,11 @@ static void inline_drain(lua_State *L, pool *p) {
     if (t) {
       p->head = t->next;
       if (p->head == NULL) p->tail = NULL;
+      atomic_fetch_sub_explicit(&p->qlen, 1, memory_order_relaxed);
     }
     pthread_mutex_unlock(&p->lock);
     if (t == NULL) break;
-    pool_run_task(p, L, t, NULL);
+    free(pool_run_task(p, L, t, NULL));
   }
 }
 
@@ -331,6 +404,7 @@ static void pool_shutdown(lua_State *L, pool *p, int wait, int cancel) {
     }
     queued = p->head;
     p->head = p->tail = NULL;
+    atomic_store(&p->qlen, 0);
   }
   pthread_cond_broadcast(&p->work);
   pthread_mutex_unlock(&p->lock);
@@ -425,10 +499,18 @@ static int ex_tostring(lua_State *L) {
 /* Builds the task for an encoded message and hangs it on its
  * dependencies; pushes its future. */
 static void submit_encoded(lua_State *L, pool *p, wire_enc *e) {
-  future *f = future_new(home_of(L), p);
-  task *t = calloc(1, sizeof *t);
+  size_t ptrs = (e->nblobs + e->ndeps) * sizeof(void *);
+  size_t need = sizeof(task) + ptrs + e->out.len;
+  future *f = future_new(p->home, p);
+  task *t = p->spare;
   size_t i;
   int failed_dep = -1;
+  if (t && t->size >= need) {
+    p->spare = NULL;
+  } else {
+    t = malloc(need < 256 ? 256 : need);
+    if (t) t->size = need < 256 ? 256 : need;
+  }
   if (f == NULL || t == NULL) {
     free(t);
     if (f) future_unref(f);
@@ -437,16 +519,23 @@ static void submit_encoded(lua_State *L, pool *p, wire_enc *e) {
   }
   pool_ref(p);
   future_ref(f);                    /* one for the task, one for Lua */
+  need = t->size;
+  memset(t, 0, sizeof *t);
+  t->size = need;
   t->f = f;
   t->pool = p;
-  t->msg = buf_steal(&e->out, &t->len);
-  t->blobs = e->blobs;
+  /* The message owns the references the encoder took. */
+  t->blobs = (proto_blob **)(void *)(t + 1);
   t->nblobs = e->nblobs;
-  t->deps = e->deps;
+  memcpy(t->blobs, e->blobs, e->nblobs * sizeof *t->blobs);
+  t->deps = (future **)(t->blobs + e->nblobs);
   t->ndeps = e->ndeps;
-  e->blobs = NULL;
-  e->deps = NULL;
+  memcpy(t->deps, e->deps, e->ndeps * sizeof *t->deps);
+  t->msg = (char *)(t->deps + e->ndeps);
+  t->len = e->out.len;
+  memcpy(t->msg, e->out.data, e->out.len);
   e->nblobs = e->ndeps = 0;
+  wire_enc_keep_buffer(e, &p->encbuf);
   wire_enc_free(e);
   future_push(L, f);
   atomic_fetch_add(&p->stats.queued, 1);
@@ -494,8 +583,9 @@ static pool *submittable(lua_State *L, const char *what) {
   return p;
 }
 
-static void raise_encode_error(lua_State *L, wire_enc *e, const char *what) {
+static void raise_encode_error(lua_State *L, pool *p, wire_enc *e, const char *what) {
   lua_pushfstring(L, "%s: %s", what, wire_error(e));
+  wire_enc_keep_buffer(e, &p->encbuf);
   wire_enc_free(e);
   weft_error(L, WK_SERIALIZATION, "%s", lua_tostring(L, -1));
 }
@@ -534,10 +624,10 @@ static void inline_after_submit(lua_State *L, pool *p, int fidx) {
 static int ex_submit(lua_State *L) {
   pool *p = submittable(L, "submit");
   wire_enc e;
-  wire_enc_init(&e, L, 0, 1);
+  wire_enc_init_with(&e, L, 0, 1, &p->encbuf);
   if (wire_put_byte(&e, RUN_CALL) ||
       wire_encode_tuple(&e, 2, lua_gettop(L) - 1, "argument"))
-    raise_encode_error(L, &e, "submit");
+    raise_encode_error(L, p, &e, "submit");
   /* wire_encode_tuple numbers the function as argument 1: shift so that
    * users read "argument 1" for their first argument. */
   submit_encoded(L, p, &e);
@@ -552,13 +642,13 @@ static int ex_submit_chunk(lua_State *L) {
   int spread = lua_toboolean(L, 6);
   wire_enc e;
   luaL_checktype(L, 3, LUA_TTABLE);
-  wire_enc_init(&e, L, 0, 1);
+  wire_enc_init_with(&e, L, 0, 1, &p->encbuf);
   if (wire_put_byte(&e, RUN_CHUNK) || wire_put(&e, 2, "function", 0) ||
       wire_put_byte(&e, spread) || wire_put_size(&e, (size_t)(j - i + 1)))
-    raise_encode_error(L, &e, "map");
+    raise_encode_error(L, p, &e, "map");
   for (k = i; k <= j; k++) {
     lua_rawgeti(L, 3, k);
-    if (wire_put(&e, -1, "item", (int)k)) raise_encode_error(L, &e, "map");
+    if (wire_put(&e, -1, "item", (int)k)) raise_encode_error(L, p, &e, "map");
     lua_pop(L, 1);
   }
   submit_encoded(L, p, &e);

@@ -11,6 +11,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 
+#include "buf.h"
 #include "future.h"
 #include "proto.h"
 
@@ -21,6 +22,7 @@ typedef struct task {
   struct task *wprev, *wnext;   /* pool->waiting (guarded by pool->lock) */
   future *f;
   struct pool *pool;
+  /* One allocation holds the task, then blobs[], deps[] and msg bytes. */
   char *msg;
   size_t len;
   proto_blob **blobs;           /* owned references */
@@ -28,6 +30,7 @@ typedef struct task {
   future **deps;                /* owned references */
   size_t ndeps;
   atomic_int pending;           /* unsettled dependencies (+1 while submitting) */
+  size_t size;                  /* bytes allocated, for reuse */
   int waiting;                  /* on pool->waiting */
 } task;
 
@@ -55,6 +58,9 @@ typedef struct pool {
   task *head, *tail;             /* ready to run */
   task *waiting;                 /* accepted, waiting on dependencies */
   int nidle;                     /* workers asleep on `work` */
+  int nwaking;                   /* of those, signalled and not yet up */
+  int spinning;                  /* a worker polls the queue before sleeping */
+  atomic_int qlen;               /* tasks in head..tail (read while spinning) */
   int shutdown;                  /* no more submits */
   int joined;
   atomic_int nalive;             /* worker threads still running */
@@ -68,6 +74,12 @@ typedef struct pool {
   proto_blob **init_blobs;
   size_t ninit_blobs;
   flink *failed;                 /* failed futures, for the shutdown report */
+  buf encbuf;                    /* the owner's encode buffer, reused */
+  /* Finished tasks come back from the workers for reuse (p->lock), so
+   * task memory does not ping-pong between malloc arenas. */
+  task *free_tasks;
+  int nfree;
+  task *spare;                   /* owner's: taken from free_tasks */
   size_t nfailed, nfailed_pruned;
   pool_stats stats;
 } pool;

@@ -100,7 +100,28 @@ static int revmap_name(lua_State *L, int idx) {
 
 void wire_enc_init(wire_enc *e, lua_State *L, int self_contained,
                    int allow_futures) {
-  memset(e, 0, offsetof(wire_enc, seen_small));
+  wire_enc_init_with(e, L, self_contained, allow_futures, NULL);
+}
+
+void wire_enc_keep_buffer(wire_enc *e, buf *storage) {
+  buf_free(storage);
+  *storage = e->out;
+  storage->len = 0;
+  e->out.data = NULL;
+  e->out.len = e->out.cap = 0;
+}
+
+void wire_enc_init_with(wire_enc *e, lua_State *L, int self_contained,
+                        int allow_futures, buf *storage) {
+  memset(e, 0, offsetof(wire_enc, objat_small));
+  if (storage) {
+    e->out = *storage;
+    e->out.len = 0;
+    storage->data = NULL;
+    storage->len = storage->cap = 0;
+  }
+  e->objat = e->objat_small;
+  e->capobjat = sizeof e->objat_small / sizeof e->objat_small[0];
   e->L = L;
   e->self_contained = self_contained;
   e->allow_futures = allow_futures;
@@ -119,8 +140,8 @@ void wire_enc_free(wire_enc *e) {
   for (i = 0; i < e->ndeps; i++) future_unref(e->deps[i]);
   free(e->blobs);
   free(e->deps);
-  free(e->objat);
-  e->objat = NULL;
+  if (e->objat != e->objat_small) free(e->objat);
+  e->objat = e->objat_small;
   if (e->seen != e->seen_small) free(e->seen);
   e->blobs = NULL;
   e->deps = NULL;
@@ -272,9 +293,11 @@ static int put_seen(wire_enc *e, const void *p) {
   }
   if (seen_add(e, p, e->nobjects, e->out.len)) return enc_oom(e);
   if (e->nobjects == e->capobjat) {
-    size_t nc = e->capobjat ? e->capobjat * 2 : 16;
-    size_t *a = realloc(e->objat, nc * sizeof *a);
+    size_t nc = e->capobjat * 2;
+    size_t *a = malloc(nc * sizeof *a);
     if (a == NULL) return enc_oom(e);
+    memcpy(a, e->objat, e->capobjat * sizeof *a);
+    if (e->objat != e->objat_small) free(e->objat);
     e->objat = a;
     e->capobjat = nc;
   }

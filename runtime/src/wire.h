@@ -46,7 +46,8 @@ typedef struct wire_enc {
   wire_seen *seen;
   size_t nseen, capseen, nobjects;
   size_t *objat, capobjat;     /* ordinal -> offset of the object's tag */
-  wire_seen seen_small[32];
+  size_t objat_small[16];
+  wire_seen seen_small[16];
   /* where we are, for error messages */
   int depth;
   int argno;                   /* 1-based argument number, 0 = not an arg */
@@ -55,9 +56,14 @@ typedef struct wire_enc {
   char err[512];
 } wire_enc;
 
-/* Starts a message.  `what` names the values in errors ("argument"). */
+/* Starts a message.  `storage`, if not NULL, lends its allocation to the
+ * encoder (it is left empty); give it back with wire_enc_keep_buffer. */
 void wire_enc_init(wire_enc *e, lua_State *L, int self_contained,
                    int allow_futures);
+void wire_enc_init_with(wire_enc *e, lua_State *L, int self_contained,
+                        int allow_futures, buf *storage);
+/* Moves the encoder's buffer (emptied) into `storage` for the next message. */
+void wire_enc_keep_buffer(wire_enc *e, buf *storage);
 /* Appends the value at `idx` (the message's `argno`-th value, for errors). */
 int wire_put(wire_enc *e, int idx, const char *what, int argno);
 int wire_put_size(wire_enc *e, size_t n);
