@@ -113,14 +113,15 @@ function weft.executor(spec)
   if type(spec) ~= "string" then
     raise("config", "weft.executor: spec must be a string, got %s", type(spec))
   end
-  local kind, arg = spec:match("^(%a+):?(.*)$")
-  if kind == "inline" and arg == "" then
+  local kind, colon, arg = spec:match("^(%a+)(:?)(.*)$")
+  if colon == "" and arg ~= "" then kind = nil end
+  if kind == "inline" and colon == "" then
     return weft.inline()
   elseif kind == "threads" then
     local n
-    if arg ~= "" then
-      n = math.tointeger(tonumber(arg))
-      if not n or not arg:match("^%d+$") then
+    if colon ~= "" then
+      n = arg:match("^%d+$") and math.tointeger(tonumber(arg))
+      if not n then
         raise("config", "weft.executor: bad worker count in %q (expected threads:N)", spec)
       end
     end
@@ -148,6 +149,7 @@ end
 
 --- ex:map(fn, items [, opts]) -> iterator of (index, first result)
 function Executor:map(fn, items, opts)
+  self:_check_open("map")
   opts = check_opts("map", opts, map_opts)
   local workers = self:stats().workers
   local timeout = check_timeout("map", opts.timeout)
@@ -287,6 +289,7 @@ function Executor:map(fn, items, opts)
   end
 
   -- Closing the loop early (break, error) cancels what has not started.
+  fill()   -- work starts now, not at the first iteration
   local closer = setmetatable({}, { __close = function()
     for k = chead, ctail do
       if chunks[k] then chunks[k].future:cancel() end

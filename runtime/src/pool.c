@@ -465,6 +465,21 @@ static int ex_gc(lua_State *L) {
   return 0;
 }
 
+/* <close>: shut down and wait; the executor object stays usable for
+ * stats and raises kind shutdown on submit. */
+static int ex_close(lua_State *L) {
+  pool_shutdown(L, check_pool(L, 1), 1, 0);
+  return 0;
+}
+
+/* Raises kind shutdown if the executor no longer takes work. */
+static int ex_check_open(lua_State *L) {
+  if (check_pool(L, 1)->shutdown)
+    return weft_error(L, WK_SHUTDOWN, "%s after the executor was shut down",
+                      luaL_optstring(L, 2, "submit"));
+  return 0;
+}
+
 static int ex_stats(lua_State *L) {
   pool *p = check_pool(L, 1);
   lua_createtable(L, 0, 8);
@@ -624,12 +639,15 @@ static void inline_after_submit(lua_State *L, pool *p, int fidx) {
 static int ex_submit(lua_State *L) {
   pool *p = submittable(L, "submit");
   wire_enc e;
+  int i, n = lua_gettop(L);
   wire_enc_init_with(&e, L, 0, 1, &p->encbuf);
-  if (wire_put_byte(&e, RUN_CALL) ||
-      wire_encode_tuple(&e, 2, lua_gettop(L) - 1, "argument"))
+  /* Errors name the task's own arguments: "argument 1" is the first one
+   * after the function. */
+  if (wire_put_byte(&e, RUN_CALL) || wire_put_size(&e, (size_t)(n - 1)) ||
+      wire_put(&e, 2, "function", 0))
     raise_encode_error(L, p, &e, "submit");
-  /* wire_encode_tuple numbers the function as argument 1: shift so that
-   * users read "argument 1" for their first argument. */
+  for (i = 3; i <= n; i++)
+    if (wire_put(&e, i, "argument", i - 2)) raise_encode_error(L, p, &e, "submit");
   submit_encoded(L, p, &e);
   if (p->kind == POOL_INLINE) inline_after_submit(L, p, lua_gettop(L));
   return 1;
@@ -671,6 +689,7 @@ static int l_pool(lua_State *L) {
   lua_Integer n = luaL_checkinteger(L, 2);
   pool *p, **pp;
   int i;
+  lua_settop(L, 5);
   if (n <= 0 || n > 4096)
     return weft_error(L, WK_CONFIG, "workers must be between 1 and 4096, got %d", (int)n);
   p = calloc(1, sizeof *p);
@@ -770,6 +789,7 @@ void pool_open(lua_State *L) {
       {"_submit_chunk", ex_submit_chunk},
       {"shutdown", ex_shutdown},
       {"stats", ex_stats},
+      {"_check_open", ex_check_open},
       {NULL, NULL}};
   static const luaL_Reg funcs[] = {
       {"pool", l_pool},
@@ -785,7 +805,7 @@ void pool_open(lua_State *L) {
   lua_setfield(L, -2, "__index");
   lua_pushcfunction(L, ex_gc);
   lua_setfield(L, -2, "__gc");
-  lua_pushcfunction(L, ex_gc);
+  lua_pushcfunction(L, ex_close);
   lua_setfield(L, -2, "__close");
   lua_pushcfunction(L, ex_tostring);
   lua_setfield(L, -2, "__tostring");

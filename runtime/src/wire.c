@@ -242,23 +242,22 @@ static void path_append(wire_enc *e, char *dst, size_t cap) {
   }
 }
 
+/* Sets the error: "argument 2 .config.handle: userdata",
+ * "function upvalue 'h': userdata". */
 static int enc_fail(wire_enc *e, const char *fmt, ...) {
-  char what[200];
+  char what[200], path[300] = "";
   va_list ap;
   if (e->err[0]) return -1;   /* keep the innermost message */
-  if (e->argno > 0)
-    snprintf(e->err, sizeof e->err, "%s %d ", e->what, e->argno);
-  else
-    snprintf(e->err, sizeof e->err, "%s ", e->what);
-  path_append(e, e->err, sizeof e->err - 64);
+  path_append(e, path, sizeof path);
   va_start(ap, fmt);
   vsnprintf(what, sizeof what, fmt, ap);
   va_end(ap);
-  {
-    size_t n = strlen(e->err);
-    if (n > 0 && e->err[n - 1] == ' ') e->err[--n] = '\0';
-    snprintf(e->err + n, sizeof e->err - n, ": %s", what);
-  }
+  if (e->argno > 0)
+    snprintf(e->err, sizeof e->err, "%s %d%s%s: %s", e->what, e->argno,
+             path[0] == '.' || path[0] == '[' ? " " : "", path, what);
+  else
+    snprintf(e->err, sizeof e->err, "%s%s%s: %s", e->what,
+             path[0] == '.' || path[0] == '[' ? " " : "", path, what);
   return -1;
 }
 
