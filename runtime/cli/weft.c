@@ -45,26 +45,35 @@ static int traceback(lua_State *L) {
   return 1;
 }
 
-/* package.path: the installed Lua layer, and the source tree when this
- * binary runs from build/weft/ (<tree>/build/weft/weft -> <tree>/lua). */
+/* package.path gets, in front, where weft's Lua layer is: next to this
+ * program (<prefix>/bin/weft -> <prefix>/share/lua/5.4), in the source tree
+ * when it runs from build/weft/ (-> <tree>/lua), and the configured
+ * WEFT_LUADIR. */
 static void set_paths(lua_State *L) {
-  char exe[PATH_MAX], *slash;
+  char exe[PATH_MAX], *cut;
   ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+  luaL_Buffer b;
   lua_getglobal(L, "package");
-  lua_getfield(L, -1, "path");
-  lua_pushfstring(L, "%s/?.lua;%s/?/init.lua;%s", WEFT_LUADIR, WEFT_LUADIR,
-                  lua_tostring(L, -1));
+  luaL_buffinit(L, &b);
   if (n > 0) {
     exe[n] = '\0';
-    if ((slash = strstr(exe, "/build/weft/")) != NULL) {
-      *slash = '\0';
+    if ((cut = strstr(exe, "/build/weft/weft")) != NULL) {
+      *cut = '\0';
       lua_pushfstring(L, "%s/lua/?.lua;%s/lua/?/init.lua;", exe, exe);
-      lua_insert(L, -2);
-      lua_concat(L, 2);
+      luaL_addvalue(&b);
+    } else if ((cut = strstr(exe, "/bin/weft")) != NULL && cut[9] == '\0') {
+      *cut = '\0';
+      lua_pushfstring(L, "%s/share/lua/5.4/?.lua;%s/share/lua/5.4/?/init.lua;", exe, exe);
+      luaL_addvalue(&b);
     }
   }
-  lua_setfield(L, -3, "path");
-  lua_pop(L, 2);
+  lua_pushfstring(L, "%s/?.lua;%s/?/init.lua;", WEFT_LUADIR, WEFT_LUADIR);
+  luaL_addvalue(&b);
+  lua_getfield(L, -2, "path");
+  luaL_addvalue(&b);
+  luaL_pushresult(&b);
+  lua_setfield(L, -2, "path");
+  lua_pop(L, 1);
 }
 
 static int run_file(lua_State *L, int argc, char **argv, int script) {
