@@ -41,17 +41,23 @@ typedef enum {
 
 const char *weft_kind_name(weft_kind k);
 
-#define FUTURE_INLINE 48
+#define FUTURE_INLINE 16
 
 typedef struct home home;
 typedef struct future future;
 struct task;
 struct pool;
 
+/* Kept under 128 bytes: glibc serves that size from its fast bins. */
 struct future {
   atomic_int refs;
   atomic_int state;
   atomic_int watched;          /* someone hung a waiter/dependent/callback */
+  /* Guarded by home->lock. */
+  unsigned char has_callbacks, queued_done, notified;
+  /* Guarded by the home's thread (only it touches these). */
+  unsigned char observed, reported;
+  unsigned char timed_out;
   home *home;                  /* counted reference */
   struct pool *pool;           /* counted reference, or NULL (bare future) */
   /* The outcome, written in SETTLING and immutable once final.  FINISHED:
@@ -61,16 +67,13 @@ struct future {
   char *data;                  /* heap, or inline_data for small outcomes */
   size_t len;
   future *cause;
-  int timed_out;
   /* Guarded by home->lock. */
   struct wlink *waiters;
   struct dlink *dependents;
   future *next_done;           /* link in home->done queue */
-  unsigned char has_callbacks, queued_done, notified;
-  /* Guarded by the home's thread (only it touches these). */
-  unsigned char observed, reported;
   char *name;                  /* task name for error messages, or NULL */
-  /* Small outcomes live here: no allocation crosses threads for them. */
+  /* Small outcomes (one number, a short string) live here, so no
+   * allocation crosses threads for them. */
   char inline_data[FUTURE_INLINE];
 };
 

@@ -93,6 +93,7 @@ void pool_unref(pool *p) {
     free(t);
   }
   free(p->spare);
+  proto_keep_free(&p->blobs);
   for (i = 0; i < p->ninit_blobs; i++) proto_blob_unref(p->init_blobs[i]);
   free(p->init_blobs);
   free(p->init_msg);
@@ -190,14 +191,20 @@ static void pool_note_failure(pool *p, future *f) {
   pthread_mutex_unlock(&p->lock);
 }
 
+/* Counter updates by their only writer: no read-modify-write needed. */
+static void bump(atomic_long *c) {
+  atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + 1,
+                        memory_order_relaxed);
+}
+
 /* Settles a task's future with a run outcome and counts it. */
-static void pool_finish(pool *p, task *t, run_outcome *out) {
+static void pool_finish(pool *p, worker *w, task *t, run_outcome *out) {
   int failed = out->state == FS_FAILED;
   if (future_settle(t->f, out->state, out->data, out->len, NULL) != 0) {
     free(out->data);
     return;
   }
-  atomic_fetch_add(failed ? &p->stats.failed : &p->stats.completed, 1);
+  bump(failed ? &w->failed : &w->completed);
   if (failed) pool_note_failure(p, t->f);
 }
 
@@ -225,8 +232,7 @@ void pool_on_dependency_settled(struct task *t, future *upstream, dlink **work) 
   if (future_state(upstream) != FS_FINISHED) {
     future_ref(upstream);
     if (future_settle_into(t->f, FS_FAILED, NULL, 0, upstream, work) == 0) {
-      atomic_fetch_sub(&t->pool->stats.queued, 1);
-      atomic_fetch_add(&t->pool->stats.failed, 1);
+      atomic_fetch_add(&t->pool->dep_failed, 1);
       pool_note_failure(t->pool, t->f);
     } else {
       future_unref(upstream);
@@ -237,8 +243,7 @@ void pool_on_dependency_settled(struct task *t, future *upstream, dlink **work) 
 
 void pool_on_cancel(struct pool *p, future *f) {
   (void)f;
-  atomic_fetch_sub(&p->stats.queued, 1);
-  atomic_fetch_add(&p->stats.cancelled, 1);
+  atomic_fetch_add(&p->cancelled, 1);
 }
 
 int pool_force_cancel(struct pool *p, future *f) {
@@ -250,23 +255,24 @@ int pool_force_cancel(struct pool *p, future *f) {
 
 /* === running ============================================================= */
 
-/* Runs t; returns it cleared, for reuse. */
-static task *pool_run_task(pool *p, lua_State *L, task *t, run_outcome *broken) {
+/* Runs t on worker w; returns it cleared, for reuse. */
+static task *pool_run_task(pool *p, worker *w, lua_State *L, task *t,
+                           run_outcome *broken) {
   run_outcome out;
   if (!future_start(t->f)) {   /* cancelled while queued */
     task_clear(t);
     return t;
   }
-  atomic_fetch_sub(&p->stats.queued, 1);
-  atomic_fetch_add(&p->stats.busy, 1);
+  bump(&w->started);
+  atomic_store_explicit(&w->busy, 1, memory_order_relaxed);
   if (broken && broken->data) {
     run_error_record(L, WK_BROKEN, "the worker's init function failed", broken->data,
                      broken->len, &out);
   } else {
     run_message(L, t->msg, t->len, t->deps, t->ndeps, t->f->name, &out);
   }
-  atomic_fetch_sub(&p->stats.busy, 1);
-  pool_finish(p, t, &out);
+  atomic_store_explicit(&w->busy, 0, memory_order_relaxed);
+  pool_finish(p, w, t, &out);
   task_clear(t);
   return t;
 }
@@ -307,14 +313,14 @@ static void *worker_main(void *arg) {
     if (L == NULL) {   /* no memory for a Lua state: fail, don't hang */
       run_outcome out = {FS_FAILED, NULL, 0};
       if (future_start(t->f)) {
-        atomic_fetch_sub(&p->stats.queued, 1);
-        pool_finish(p, t, &out);
+        bump(&w->started);
+        pool_finish(p, w, t, &out);
       }
       task_clear(t);
       done = t;
       continue;
     }
-    done = pool_run_task(p, L, t, broken.data ? &broken : NULL);
+    done = pool_run_task(p, w, L, t, broken.data ? &broken : NULL);
   }
   free(broken.data);
   if (L) lua_close(L);
@@ -340,7 +346,7 @@ static void inline_drain(lua_State *L, pool *p) {
     }
     pthread_mutex_unlock(&p->lock);
     if (t == NULL) break;
-    free(pool_run_task(p, L, t, NULL));
+    free(pool_run_task(p, &p->workers[0], L, t, NULL));
   }
 }
 
@@ -380,8 +386,7 @@ static void pool_report_failures(lua_State *L, pool *p, int all) {
     pthread_mutex_lock(&p->lock);
     l->next = p->failed;
     p->failed = keep;
-    p->nfailed += n + 1;
-    p->nfailed_pruned = p->nfailed;
+    p->nfailed += (long)n + 1;
     pthread_mutex_unlock(&p->lock);
   }
 }
@@ -434,7 +439,7 @@ static void pool_shutdown(lua_State *L, pool *p, int wait, int cancel) {
       pthread_mutex_unlock(&h->lock);
     }
     for (i = 0; i < (size_t)p->nworkers; i++)
-      if (p->workers[i].started) pthread_join(p->workers[i].thread, NULL);
+      if (p->workers[i].running) pthread_join(p->workers[i].thread, NULL);
     p->joined = 1;
   }
   home_dispatch(L);
@@ -482,15 +487,26 @@ static int ex_check_open(lua_State *L) {
 
 static int ex_stats(lua_State *L) {
   pool *p = check_pool(L, 1);
-  lua_createtable(L, 0, 8);
+  long started = 0, completed = 0, failed = 0, timed_out = 0, busy = 0;
+  long dep_failed = atomic_load(&p->dep_failed), cancelled = atomic_load(&p->cancelled);
+  int i;
+  for (i = 0; i < p->nworkers; i++) {
+    worker *w = &p->workers[i];
+    started += atomic_load(&w->started);
+    completed += atomic_load(&w->completed);
+    failed += atomic_load(&w->failed);
+    timed_out += atomic_load(&w->timed_out);
+    busy += atomic_load(&w->busy);
+  }
+  lua_createtable(L, 0, 9);
 #define STAT(name, value) (lua_pushinteger(L, (lua_Integer)(value)), lua_setfield(L, -2, name))
   STAT("workers", p->nworkers);
-  STAT("busy", atomic_load(&p->stats.busy));
-  STAT("queued", atomic_load(&p->stats.queued));
-  STAT("completed", atomic_load(&p->stats.completed));
-  STAT("failed", atomic_load(&p->stats.failed));
-  STAT("cancelled", atomic_load(&p->stats.cancelled));
-  STAT("timed_out", atomic_load(&p->stats.timed_out));
+  STAT("busy", busy);
+  STAT("queued", atomic_load(&p->submitted) - started - cancelled - dep_failed);
+  STAT("completed", completed);
+  STAT("failed", failed + dep_failed);
+  STAT("cancelled", cancelled);
+  STAT("timed_out", timed_out);
 #undef STAT
   lua_pushstring(L, p->kind == POOL_INLINE ? "inline" : "threads");
   lua_setfield(L, -2, "kind");
@@ -553,7 +569,13 @@ static void submit_encoded(lua_State *L, pool *p, wire_enc *e) {
   wire_enc_keep_buffer(e, &p->encbuf);
   wire_enc_free(e);
   future_push(L, f);
-  atomic_fetch_add(&p->stats.queued, 1);
+  bump(&p->submitted);
+  /* Keep the list of failures-to-report from growing without bound: drop
+   * the ones somebody looked at or whose future is gone. */
+  if (atomic_load_explicit(&p->nfailed, memory_order_relaxed) > p->prune_at) {
+    pool_report_failures(L, p, 0);
+    p->prune_at = 2 * atomic_load(&p->nfailed) + 1024;
+  }
   if (t->ndeps == 0) {
     atomic_init(&t->pending, 0);
     pool_enqueue(p, t);
@@ -579,8 +601,8 @@ static void submit_encoded(lua_State *L, pool *p, wire_enc *e) {
     future *up = t->deps[failed_dep];
     future_ref(up);
     if (future_settle(f, FS_FAILED, NULL, 0, up) == 0) {
-      atomic_fetch_sub(&p->stats.queued, 1);
-      atomic_fetch_add(&p->stats.failed, 1);
+      atomic_fetch_add(&p->dep_failed, 1);
+      pool_note_failure(p, f);
     } else {
       future_unref(up);
     }
@@ -641,6 +663,7 @@ static int ex_submit(lua_State *L) {
   wire_enc e;
   int i, n = lua_gettop(L);
   wire_enc_init_with(&e, L, 0, 1, &p->encbuf);
+  e.keep = &p->blobs;
   /* Errors name the task's own arguments: "argument 1" is the first one
    * after the function. */
   if (wire_put_byte(&e, RUN_CALL) || wire_put_size(&e, (size_t)(n - 1)) ||
@@ -661,6 +684,7 @@ static int ex_submit_chunk(lua_State *L) {
   wire_enc e;
   luaL_checktype(L, 3, LUA_TTABLE);
   wire_enc_init_with(&e, L, 0, 1, &p->encbuf);
+  e.keep = &p->blobs;
   if (wire_put_byte(&e, RUN_CHUNK) || wire_put(&e, 2, "function", 0) ||
       wire_put_byte(&e, spread) || wire_put_size(&e, (size_t)(j - i + 1)))
     raise_encode_error(L, p, &e, "map");
@@ -692,11 +716,18 @@ static int l_pool(lua_State *L) {
   lua_settop(L, 5);
   if (n <= 0 || n > 4096)
     return weft_error(L, WK_CONFIG, "workers must be between 1 and 4096, got %d", (int)n);
-  p = calloc(1, sizeof *p);
+  p = aligned_alloc(CACHE_LINE, (sizeof *p + CACHE_LINE - 1) / CACHE_LINE * CACHE_LINE);
   if (p == NULL) return luaL_error(L, "weft: out of memory");
+  memset(p, 0, sizeof *p);
   atomic_init(&p->refs, 1);
   p->kind = strcmp(kind, "inline") == 0 ? POOL_INLINE : POOL_THREADS;
   p->nworkers = p->kind == POOL_INLINE ? 1 : (int)n;
+  p->workers = aligned_alloc(CACHE_LINE, (size_t)p->nworkers * sizeof *p->workers);
+  if (p->workers == NULL) {
+    free(p);
+    return luaL_error(L, "weft: out of memory");
+  }
+  memset(p->workers, 0, (size_t)p->nworkers * sizeof *p->workers);
   pthread_mutex_init(&p->lock, NULL);
   pthread_cond_init(&p->work, NULL);
   p->home = home_of(L);
@@ -742,8 +773,6 @@ static int l_pool(lua_State *L) {
   }
   if (p->kind == POOL_THREADS) {
     pthread_attr_t attr;
-    p->workers = calloc((size_t)p->nworkers, sizeof *p->workers);
-    if (p->workers == NULL) return luaL_error(L, "weft: out of memory");
     pthread_attr_init(&attr);
     pthread_attr_setstacksize(&attr, WORKER_STACK);
     for (i = 0; i < p->nworkers; i++) {
@@ -760,7 +789,7 @@ static int l_pool(lua_State *L) {
         return weft_error(L, WK_CONFIG, "cannot start worker thread %d of %d", i + 1,
                           p->nworkers);
       }
-      w->started = 1;
+      w->running = 1;
     }
     pthread_attr_destroy(&attr);
   }

@@ -34,38 +34,35 @@ typedef struct task {
   int waiting;                  /* on pool->waiting */
 } task;
 
-typedef struct pool_stats {
-  atomic_long queued, busy, completed, failed, cancelled, timed_out;
-} pool_stats;
-
 typedef struct flink {
   struct flink *next;
   future *f;
 } flink;
 
+#define CACHE_LINE 64
+
+/* A worker's counters, written only by that worker (the inline executor's
+ * single slot by its owner), read by stats(). */
 typedef struct worker {
+  _Alignas(CACHE_LINE) atomic_long started, completed, failed, timed_out;
+  atomic_int busy;
   struct pool *pool;
   pthread_t thread;
   int index;
-  int started;
+  int running;                 /* the thread was created */
 } worker;
 
+/* Fields are grouped by who writes them, one cache line apart, so the
+ * submitter and the workers do not steal each other's lines on every task:
+ *   - the queue (p->lock) is the one line everybody must share;
+ *   - the owner's line: only the submitting state's thread writes it;
+ *   - counters per worker (struct worker).
+ * stats() derives `queued` as submitted - started - cancelled - dep_failed. */
 typedef struct pool {
-  atomic_int refs;
+  /* === set at creation, then read-only ==================================*/
   pool_kind kind;
-  pthread_mutex_t lock;          /* rank 1 ("pool"); may take a home lock */
-  pthread_cond_t work;           /* tasks queued, or shutdown */
-  task *head, *tail;             /* ready to run */
-  task *waiting;                 /* accepted, waiting on dependencies */
-  int nidle;                     /* workers asleep on `work` */
-  int nwaking;                   /* of those, signalled and not yet up */
-  int spinning;                  /* a worker polls the queue before sleeping */
-  atomic_int qlen;               /* tasks in head..tail (read while spinning) */
-  int shutdown;                  /* no more submits */
-  int joined;
-  atomic_int nalive;             /* worker threads still running */
   int nworkers;
-  worker *workers;
+  worker *workers;               /* nworkers slots (1 for inline) */
   home *home;                    /* the owner, woken when workers exit */
   char *name;
   char *path, *cpath;            /* package.path/cpath for worker states */
@@ -73,15 +70,37 @@ typedef struct pool {
   size_t init_len;
   proto_blob **init_blobs;
   size_t ninit_blobs;
-  flink *failed;                 /* failed futures, for the shutdown report */
-  buf encbuf;                    /* the owner's encode buffer, reused */
-  /* Finished tasks come back from the workers for reuse (p->lock), so
-   * task memory does not ping-pong between malloc arenas. */
+
+  /* === the queue: guarded by lock =======================================*/
+  _Alignas(CACHE_LINE) pthread_mutex_t lock;   /* rank 1 ("pool"); may take a home lock */
+  pthread_cond_t work;           /* tasks queued, or shutdown */
+  task *head, *tail;             /* ready to run */
+  task *waiting;                 /* accepted, waiting on dependencies */
+  int nidle;                     /* workers asleep on `work` */
+  int nwaking;                   /* of those, signalled and not yet up */
+  int spinning;                  /* a worker polls the queue before sleeping */
+  int shutdown;                  /* no more submits (read unlocked by owner) */
+  /* Finished tasks come back from the workers for reuse, so task memory
+   * does not ping-pong between malloc arenas. */
   task *free_tasks;
   int nfree;
-  task *spare;                   /* owner's: taken from free_tasks */
-  size_t nfailed, nfailed_pruned;
-  pool_stats stats;
+  flink *failed;                 /* failed futures, for the shutdown report */
+  atomic_long nfailed;           /* its length (read by the owner unlocked) */
+  atomic_int qlen;               /* tasks in head..tail (read while spinning) */
+
+  /* === the owner's thread only ===========================================*/
+  _Alignas(CACHE_LINE) atomic_int refs;   /* counted by the owner's futures */
+  int joined;
+  task *spare;                   /* taken from free_tasks for the next submit */
+  buf encbuf;                    /* the encode buffer, reused */
+  proto_keep blobs;              /* every function blob sent to this pool */
+  atomic_long submitted;         /* written by the owner, read by stats */
+  atomic_long cancelled;         /* cancels come from the owner's thread */
+  long prune_at;                 /* prune `failed` when it grows past this */
+
+  /* === rare, from any thread =============================================*/
+  _Alignas(CACHE_LINE) atomic_long dep_failed;   /* failed by a dependency */
+  atomic_int nalive;             /* worker threads still running */
 } pool;
 
 void pool_ref(pool *p);

@@ -40,10 +40,10 @@
 #include "buf.h"
 
 /* Registry keys (their addresses are the keys). */
-static const char SEND_CACHE = 's';   /* proto key -> holder (blob, closure) */
+static const char SEND_CACHE = 's';   /* Proto ptr -> holder (blob, closure) */
 static const char RECV_CACHE = 'r';   /* blob ptr or code string -> factory */
 static const char RECV_HOLDS = 'h';   /* list of holders keeping blobs alive */
-static const char PEEK_OK = 'p';      /* true when Proto pointers are usable */
+static const char SEND_BYTES = 'b';   /* the same, keyed by bytes (fallback) */
 
 #define HOLDER_MT "weft.protohold"
 
@@ -70,6 +70,52 @@ static void push_holder(lua_State *L, proto_blob *b) {
   proto_blob **h = lua_newuserdatauv(L, sizeof *h, 1);
   *h = b;
   luaL_setmetatable(L, HOLDER_MT);
+}
+
+/* === keep-alive sets ==================================================== */
+
+static size_t blob_slot(const proto_keep *k, const proto_blob *b) {
+  uintptr_t x = (uintptr_t)b >> 4;
+  return (size_t)(x * 0x9E3779B97F4A7C15ull) & (k->cap - 1);
+}
+
+int proto_keep_add(proto_keep *k, proto_blob *b) {
+  size_t i;
+  if (k->last == b) return 0;
+  if (k->cap) {
+    for (i = blob_slot(k, b); k->slots[i]; i = (i + 1) & (k->cap - 1))
+      if (k->slots[i] == b) {
+        k->last = b;
+        return 0;
+      }
+  }
+  if ((k->n + 1) * 2 > k->cap) {   /* grow: load stays under 1/2 */
+    proto_keep bigger = {NULL, 0, k->cap ? k->cap * 2 : 16, NULL};
+    size_t j;
+    bigger.slots = calloc(bigger.cap, sizeof *bigger.slots);
+    if (bigger.slots == NULL) return -1;
+    for (j = 0; j < k->cap; j++) {
+      if (!k->slots[j]) continue;
+      for (i = blob_slot(&bigger, k->slots[j]); bigger.slots[i]; i = (i + 1) & (bigger.cap - 1)) {}
+      bigger.slots[i] = k->slots[j];
+    }
+    free(k->slots);
+    k->slots = bigger.slots;
+    k->cap = bigger.cap;
+  }
+  for (i = blob_slot(k, b); k->slots[i]; i = (i + 1) & (k->cap - 1)) {}
+  k->slots[i] = b;
+  k->n++;
+  k->last = b;
+  proto_blob_ref(b);
+  return 0;
+}
+
+void proto_keep_free(proto_keep *k) {
+  size_t i;
+  for (i = 0; i < k->cap; i++) proto_blob_unref(k->slots[i]);
+  free(k->slots);
+  memset(k, 0, sizeof *k);
 }
 
 /* === the Proto pointer of a closure ====================================== */
@@ -140,17 +186,9 @@ static proto_blob *dump_blob(lua_State *L) {
 
 proto_blob *proto_blob_of(lua_State *L, int idx) {
   proto_blob *blob;
-  int peek;
   idx = lua_absindex(L, idx);
-  lua_rawgetp(L, LUA_REGISTRYINDEX, &PEEK_OK);
-  peek = lua_toboolean(L, -1);
-  lua_pop(L, 1);
-  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &SEND_CACHE) != LUA_TTABLE) {
-    lua_pop(L, 1);
-    proto_open(L);
-    return proto_blob_of(L, idx);
-  }
-  if (peek) {
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &SEND_CACHE) == LUA_TTABLE) {
+    /* Keyed by the Proto pointer (verified usable by proto_open). */
     const void *key = closure_proto(L, idx);
     if (lua_rawgetp(L, -1, key) == LUA_TUSERDATA) {
       blob = *(proto_blob **)lua_touserdata(L, -1);
@@ -166,24 +204,31 @@ proto_blob *proto_blob_of(lua_State *L, int idx) {
     lua_pushvalue(L, idx);        /* keeps the Proto alive with its key */
     lua_setiuservalue(L, -2, 1);
     lua_rawsetp(L, -2, key);
-  } else {
-    /* Fallback: key by the bytes (pays lua_dump every time, not lua_load). */
-    lua_pushvalue(L, idx);
-    blob = dump_blob(L);
     lua_pop(L, 1);
-    if (blob == NULL) { lua_pop(L, 1); return NULL; }
-    lua_pushlstring(L, blob->code, blob->len);
-    if (lua_rawget(L, -2) == LUA_TUSERDATA) {
-      proto_blob_unref(blob);
-      blob = *(proto_blob **)lua_touserdata(L, -1);
-      lua_pop(L, 2);
-      return blob;
-    }
-    lua_pop(L, 1);
-    lua_pushlstring(L, blob->code, blob->len);
-    push_holder(L, blob);
-    lua_rawset(L, -3);
+    return blob;
   }
+  lua_pop(L, 1);
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &SEND_BYTES) != LUA_TTABLE) {
+    lua_pop(L, 1);
+    proto_open(L);
+    return proto_blob_of(L, idx);
+  }
+  /* Fallback: keyed by the bytes (pays lua_dump every time, not lua_load). */
+  lua_pushvalue(L, idx);
+  blob = dump_blob(L);
+  lua_pop(L, 1);
+  if (blob == NULL) { lua_pop(L, 1); return NULL; }
+  lua_pushlstring(L, blob->code, blob->len);
+  if (lua_rawget(L, -2) == LUA_TUSERDATA) {
+    proto_blob_unref(blob);
+    blob = *(proto_blob **)lua_touserdata(L, -1);
+    lua_pop(L, 2);
+    return blob;
+  }
+  lua_pop(L, 1);
+  lua_pushlstring(L, blob->code, blob->len);
+  push_holder(L, blob);
+  lua_rawset(L, -3);
   lua_pop(L, 1);
   return blob;
 }
@@ -270,7 +315,10 @@ static int template_dump(lua_State *L, size_t n, buf *out) {
     snprintf(name, sizeof name, "%su%zu", i == 1 ? "local " : ",", i);
     rc |= buf_put(&src, name, strlen(name));
   }
-  rc |= buf_put(&src, " return function() return ", 25);
+  {
+    static const char mid[] = " return function() return ";
+    rc |= buf_put(&src, mid, sizeof mid - 1);
+  }
   for (i = 1; i <= n && rc == 0; i++) {
     snprintf(name, sizeof name, "%su%zu", i == 1 ? "" : ",", i);
     rc |= buf_put(&src, name, strlen(name));
@@ -405,15 +453,19 @@ void proto_open(lua_State *L) {
     lua_setfield(L, -2, "__gc");
   }
   lua_pop(L, 1);
-  lua_rawgetp(L, LUA_REGISTRYINDEX, &SEND_CACHE);
-  if (!lua_isnil(L, -1)) { lua_pop(L, 1); return; }
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &RECV_CACHE) == LUA_TTABLE) {
+    lua_pop(L, 1);
+    return;
+  }
   lua_pop(L, 1);
-  lua_newtable(L);
-  lua_rawsetp(L, LUA_REGISTRYINDEX, &SEND_CACHE);
   lua_newtable(L);
   lua_rawsetp(L, LUA_REGISTRYINDEX, &RECV_CACHE);
   lua_newtable(L);
   lua_rawsetp(L, LUA_REGISTRYINDEX, &RECV_HOLDS);
-  lua_pushboolean(L, getenv("WEFT_NO_PROTO_PEEK") == NULL && peek_selftest(L));
-  lua_rawsetp(L, LUA_REGISTRYINDEX, &PEEK_OK);
+  /* The send cache lives under the key that says how it is keyed. */
+  lua_newtable(L);
+  if (getenv("WEFT_NO_PROTO_PEEK") == NULL && peek_selftest(L))
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &SEND_CACHE);
+  else
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &SEND_BYTES);
 }

@@ -27,6 +27,20 @@ typedef struct proto_blob {
 void proto_blob_ref(proto_blob *b);
 void proto_blob_unref(proto_blob *b);
 
+/* A set of blobs kept alive by their owner (an executor), so messages to
+ * it need not count references per task: one reference per blob, taken
+ * when first added, dropped by proto_keep_free.  Not thread-safe: only the
+ * owner adds. */
+typedef struct proto_keep {
+  proto_blob **slots;
+  size_t n, cap;
+  proto_blob *last;            /* the most recent, checked first */
+} proto_keep;
+
+/* Adds b (taking a reference if it is new); returns 0 or -1 (no memory). */
+int proto_keep_add(proto_keep *k, proto_blob *b);
+void proto_keep_free(proto_keep *k);
+
 /* Sets up the per-state caches; called once by luaopen_weft_core. */
 void proto_open(lua_State *L);
 

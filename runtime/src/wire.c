@@ -122,6 +122,10 @@ void wire_enc_init_with(wire_enc *e, lua_State *L, int self_contained,
   }
   e->objat = e->objat_small;
   e->capobjat = sizeof e->objat_small / sizeof e->objat_small[0];
+  e->blobs = (proto_blob **)e->blobs_small;
+  e->capblobs = 4;
+  e->deps = (struct future **)e->deps_small;
+  e->capdeps = 4;
   e->L = L;
   e->self_contained = self_contained;
   e->allow_futures = allow_futures;
@@ -138,13 +142,13 @@ void wire_enc_free(wire_enc *e) {
   buf_free(&e->out);
   for (i = 0; i < e->nblobs; i++) proto_blob_unref(e->blobs[i]);
   for (i = 0; i < e->ndeps; i++) future_unref(e->deps[i]);
-  free(e->blobs);
-  free(e->deps);
+  if (e->blobs != (proto_blob **)e->blobs_small) free(e->blobs);
+  if (e->deps != (struct future **)e->deps_small) free(e->deps);
   if (e->objat != e->objat_small) free(e->objat);
   e->objat = e->objat_small;
   if (e->seen != e->seen_small) free(e->seen);
-  e->blobs = NULL;
-  e->deps = NULL;
+  e->blobs = (proto_blob **)e->blobs_small;
+  e->deps = (struct future **)e->deps_small;
   e->nblobs = e->ndeps = 0;
   e->seen = e->seen_small;
 }
@@ -200,11 +204,14 @@ static void mark_refd(wire_enc *e, size_t at) {
   e->out.data[1] |= WF_HASREFS;
 }
 
-static int push_ptr(void ***arr, size_t *n, size_t *cap, void *p) {
+/* Appends to an array that starts in the encoder's inline `small` slots. */
+static int push_ptr(void ***arr, size_t *n, size_t *cap, void **small, void *p) {
   if (*n == *cap) {
-    size_t nc = *cap ? *cap * 2 : 4;
-    void **a = realloc(*arr, nc * sizeof *a);
+    size_t nc = *cap * 2;
+    void **a = malloc(nc * sizeof *a);
     if (a == NULL) return -1;
+    memcpy(a, *arr, *n * sizeof *a);
+    if (*arr != small) free(*arr);
     *arr = a;
     *cap = nc;
   }
@@ -223,8 +230,9 @@ static void path_append(wire_enc *e, char *dst, size_t cap) {
     int k = e->pathidx[i];
     const char *s;
     if (k == 0) continue;
-    if (k < 0) {       /* upvalue: the name was pushed as a string */
-      s = lua_tostring(L, -k);
+    if (k < 0) {       /* upvalue n of the function at index -k / 256 */
+      s = lua_getupvalue(L, -k / 256, -k % 256);
+      if (s) lua_pop(L, 1);
       n += (size_t)snprintf(dst + n, cap - n, " upvalue '%s'", s ? s : "?");
     } else if (lua_type(L, k) == LUA_TSTRING) {
       n += (size_t)snprintf(dst + n, cap - n, ".%s", lua_tostring(L, k));
@@ -343,14 +351,14 @@ static int put_table(wire_enc *e, int idx) {
 
 static int put_function(wire_enc *e, int idx) {
   lua_State *L = e->L;
-  lua_Debug ar;
   proto_blob *blob;
-  size_t ordinal = e->nobjects;
+  size_t ordinal = e->nobjects, count_at;
   int r, n;
+  const char *name;
   if (lua_iscfunction(L, idx)) {
     if (revmap_name(L, idx)) {
       size_t len;
-      const char *name = lua_tolstring(L, -1, &len);
+      name = lua_tolstring(L, -1, &len);
       r = put_str(e, W_CFUNC, name, len);
       lua_pop(L, 1);
       return r;
@@ -358,27 +366,31 @@ static int put_function(wire_enc *e, int idx) {
     return enc_fail(e, "C function (only the standard library's C functions can be copied)");
   }
   if ((r = put_seen(e, lua_topointer(L, idx))) != 0) return r < 0 ? -1 : 0;
-  lua_pushvalue(L, idx);
-  lua_getinfo(L, ">u", &ar);
   blob = proto_blob_of(L, idx);
   if (blob == NULL) return enc_oom(e);
-  if (buf_putc(&e->out, W_FUNC) || buf_putvar(&e->out, ar.nups)) return enc_oom(e);
+  /* the upvalue count (at most 255) is patched in once we have walked them */
+  if (buf_putc(&e->out, W_FUNC) || buf_putc(&e->out, 0)) return enc_oom(e);
+  count_at = e->out.len - 1;
   if (e->self_contained) {
     if (buf_putc(&e->out, 1) || buf_putvar(&e->out, blob->len) ||
         buf_put(&e->out, blob->code, blob->len))
       return enc_oom(e);
   } else {
-    if (buf_putc(&e->out, 0) || buf_put(&e->out, &blob, sizeof blob) ||
-        push_ptr((void ***)&e->blobs, &e->nblobs, &e->capblobs, blob))
+    if (buf_putc(&e->out, 0) || buf_put(&e->out, &blob, sizeof blob))
       return enc_oom(e);
-    proto_blob_ref(blob);
+    if (e->keep) {
+      if (proto_keep_add(e->keep, blob)) return enc_oom(e);
+    } else {
+      if (push_ptr((void ***)&e->blobs, &e->nblobs, &e->capblobs, e->blobs_small, blob))
+        return enc_oom(e);
+      proto_blob_ref(blob);
+    }
   }
   luaL_checkstack(L, 4, "weft: copying a function");
-  for (n = 1; n <= ar.nups; n++) {
-    const char *name = lua_getupvalue(L, idx, n);
+  for (n = 1; (name = lua_getupvalue(L, idx, n)) != NULL; n++) {
     void *cell = lua_upvalueid(L, idx, n);
     wire_seen *s;
-    if (name && strcmp(name, "_ENV") == 0) {
+    if (strcmp(name, "_ENV") == 0) {
       lua_pop(L, 1);
       if (buf_putc(&e->out, W_ENV)) return enc_oom(e);
       continue;
@@ -392,12 +404,12 @@ static int put_function(wire_enc *e, int idx) {
       continue;
     }
     if (seen_add(e, cell, ordinal, (size_t)n)) { lua_pop(L, 1); return enc_oom(e); }
-    lua_pushstring(L, name ? name : "?");       /* for error paths */
-    e->pathidx[e->depth] = -lua_gettop(L);
-    r = put_value(e, -2);
-    lua_pop(L, 2);
+    e->pathidx[e->depth] = -(idx * 256 + n);
+    r = put_value(e, -1);
+    lua_pop(L, 1);
     if (r) return -1;
   }
+  e->out.data[count_at] = (char)(n - 1);
   return 0;
 }
 
@@ -448,7 +460,8 @@ static int put_value(wire_enc *e, int idx) {
         return enc_fail(e, "future (a future can only be passed as a task argument)");
       for (i = 0; i < e->ndeps && e->deps[i] != f; i++) {}
       if (i == e->ndeps) {
-        if (push_ptr((void ***)&e->deps, &e->ndeps, &e->capdeps, f)) return enc_oom(e);
+        if (push_ptr((void ***)&e->deps, &e->ndeps, &e->capdeps, e->deps_small, f))
+          return enc_oom(e);
         future_ref(f);
       }
       if (buf_putc(&e->out, W_DEP) || buf_putvar(&e->out, i)) return enc_oom(e);
@@ -574,10 +587,10 @@ static int get_table(wire_dec *d, lua_State *L, int refd) {
 }
 
 static int get_function(wire_dec *d, lua_State *L, int refd) {
-  size_t nup, i;
-  int kind, f;
-  if (wire_get_size(d, &nup) || wire_get_byte(d, &kind)) return -1;
-  if (nup > 255) return dec_fail(d, "bad upvalue count in message");
+  size_t i, nup;
+  int kind, f, nupb;
+  if (wire_get_byte(d, &nupb) || wire_get_byte(d, &kind)) return -1;
+  nup = (size_t)nupb;
   if (kind == 0) {
     proto_blob *blob;
     if (!d->trusted) return dec_fail(d, "in-process function in an outside message");
@@ -600,11 +613,11 @@ static int get_function(wire_dec *d, lua_State *L, int refd) {
     return dec_fail(d, "bad function in message");
   }
   f = lua_gettop(L);
-  {
-    lua_Debug ar;
-    lua_pushvalue(L, f);
-    lua_getinfo(L, ">u", &ar);
-    if (ar.nups != nup) { lua_settop(L, f - 1); return dec_fail(d, "upvalue count does not match the function"); }
+  /* the prototype must have exactly nup upvalues */
+  if ((nup > 0 && lua_getupvalue(L, f, (int)nup) == NULL) ||
+      (nup > 0 && (lua_pop(L, 1), 0)) || lua_getupvalue(L, f, (int)nup + 1) != NULL) {
+    lua_settop(L, f - 1);
+    return dec_fail(d, "upvalue count does not match the function");
   }
   dec_register(d, L, refd);
   for (i = 1; i <= nup; i++) {

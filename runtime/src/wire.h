@@ -37,11 +37,14 @@ typedef struct wire_enc {
   buf out;
   int self_contained;          /* ship bytecode, not blob pointers */
   int allow_futures;           /* futures become dependencies (task args) */
+  proto_keep *keep;            /* blobs kept alive by the receiver's owner:
+                                  then the message holds no references */
   /* what the message holds references to (the message owns them) */
   proto_blob **blobs;
   size_t nblobs, capblobs;
   struct future **deps;
   size_t ndeps, capdeps;
+  void *blobs_small[4], *deps_small[4];
   /* objects seen so far (open addressing, power-of-two size) */
   wire_seen *seen;
   size_t nseen, capseen, nobjects;
@@ -52,7 +55,9 @@ typedef struct wire_enc {
   int depth;
   int argno;                   /* 1-based argument number, 0 = not an arg */
   const char *what;            /* "argument", "result", "upvalue"... */
-  int pathidx[WIRE_MAX_DEPTH + 2];   /* stack index of each level's key */
+  /* Each level's key: its stack index, or -(function index * 256 + n)
+   * for upvalue n of a function. */
+  int pathidx[WIRE_MAX_DEPTH + 2];
   char err[512];
 } wire_enc;
 
