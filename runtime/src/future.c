@@ -211,7 +211,13 @@ home *home_of(lua_State *L) {
   h = calloc(1, sizeof *h);
   if (h == NULL) luaL_error(L, "weft: out of memory");
   atomic_init(&h->refs, 1);
-  pthread_mutex_init(&h->lock, NULL);
+  {
+    pthread_mutexattr_t ma;   /* short critical sections: spin, then sleep */
+    pthread_mutexattr_init(&ma);
+    pthread_mutexattr_settype(&ma, PTHREAD_MUTEX_ADAPTIVE_NP);
+    pthread_mutex_init(&h->lock, &ma);
+    pthread_mutexattr_destroy(&ma);
+  }
   pthread_condattr_init(&ca);
   pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
   pthread_cond_init(&h->cond, &ca);
@@ -233,6 +239,10 @@ void home_unref(home *h) {
       future_unref(f);
       f = next;
     }
+    while ((f = h->free_futures) != NULL) {
+      h->free_futures = f->next_done;
+      free(f);
+    }
     pthread_mutex_destroy(&h->lock);
     pthread_cond_destroy(&h->cond);
     free(h);
@@ -241,9 +251,18 @@ void home_unref(home *h) {
 
 /* === futures: life and settling ========================================== */
 
+#define HOME_MAX_FREE 16384
+
+/* Called on the home's thread only (submit, weft.future()). */
 future *future_new(home *h, struct pool *p) {
-  future *f = calloc(1, sizeof *f);
-  if (f == NULL) return NULL;
+  future *f = h->free_futures;
+  if (f) {
+    h->free_futures = f->next_done;
+    h->nfree--;
+    memset(f, 0, sizeof *f);
+  } else if ((f = calloc(1, sizeof *f)) == NULL) {
+    return NULL;
+  }
   atomic_init(&f->refs, 1);
   atomic_init(&f->state, FS_PENDING);
   atomic_init(&f->watched, 0);
@@ -259,15 +278,36 @@ void future_ref(future *f) {
 
 extern void pool_unref(struct pool *p);
 
+/* Drops what a dead future holds, except its home reference. */
+static void future_clear(future *f) {
+  if (f->data != f->inline_data) free(f->data);
+  free(f->name);
+  if (f->cause) future_unref(f->cause);
+  if (f->pool) pool_unref(f->pool);
+}
+
 void future_unref(future *f) {
   if (f && atomic_fetch_sub_explicit(&f->refs, 1, memory_order_acq_rel) == 1) {
-    if (f->data != f->inline_data) free(f->data);
-    free(f->name);
-    if (f->cause) future_unref(f->cause);
-    if (f->pool) pool_unref(f->pool);
+    future_clear(f);
     home_unref(f->home);
     free(f);
   }
+}
+
+/* future_unref for the home's own thread: the memory goes back to the
+ * home's free list. */
+static void future_unref_at_home(future *f) {
+  home *h = f->home;
+  if (atomic_fetch_sub_explicit(&f->refs, 1, memory_order_acq_rel) != 1) return;
+  future_clear(f);
+  if (h->nfree < HOME_MAX_FREE && !h->closed) {
+    f->next_done = h->free_futures;
+    h->free_futures = f;
+    h->nfree++;
+  } else {
+    free(f);
+  }
+  home_unref(h);   /* if this was the last reference, it frees the list */
 }
 
 int future_state(const future *f) {
@@ -1092,7 +1132,7 @@ static int f_gc(lua_State *L) {
     report(L, -1);
   }
   *fp = NULL;
-  future_unref(f);
+  future_unref_at_home(f);
   return 0;
 }
 

@@ -92,6 +92,10 @@ struct home {
   int sleeping;                /* the home thread waits on cond */
   future *done_head, *done_tail;   /* futures whose callbacks must run */
   int closed;
+  /* Released futures kept for reuse (the home's thread only): creating
+   * and collecting futures then costs no malloc and no fresh pages. */
+  future *free_futures;
+  int nfree;
 };
 
 /* === homes === */

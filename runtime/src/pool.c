@@ -728,7 +728,15 @@ static int l_pool(lua_State *L) {
     return luaL_error(L, "weft: out of memory");
   }
   memset(p->workers, 0, (size_t)p->nworkers * sizeof *p->workers);
-  pthread_mutex_init(&p->lock, NULL);
+  {
+    /* Held for a few instructions at a time by the submitter and the
+     * workers: spinning briefly beats sleeping in the kernel. */
+    pthread_mutexattr_t ma;
+    pthread_mutexattr_init(&ma);
+    pthread_mutexattr_settype(&ma, PTHREAD_MUTEX_ADAPTIVE_NP);
+    pthread_mutex_init(&p->lock, &ma);
+    pthread_mutexattr_destroy(&ma);
+  }
   pthread_cond_init(&p->work, NULL);
   p->home = home_of(L);
   atomic_fetch_add(&p->home->refs, 1);
