@@ -2,7 +2,7 @@
 --
 -- Built from a checkout with the repository's Makefile:
 --
---   luarocks make --deps-mode=none rockspec/weft-scm-1.rockspec
+--   luarocks --lua-version 5.4 make --deps-mode=none rockspec/weft-scm-1.rockspec
 --
 -- --deps-mode=none because no LuaRocks registry is reachable here: the C
 -- libraries and Lua modules weft needs come from Debian packages
