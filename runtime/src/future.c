@@ -1214,12 +1214,12 @@ void future_open(lua_State *L) {
       {"is_future", l_is_future},
       {NULL, NULL}};
   int mod = lua_gettop(L);
-  home_of(L);
-  if (luaL_newmetatable(L, HOME_MT)) {
+  if (luaL_newmetatable(L, HOME_MT)) {   /* before the home is made */
     lua_pushcfunction(L, home_gc);
     lua_setfield(L, -2, "__gc");
   }
   lua_pop(L, 1);
+  home_of(L);
   if (lua_rawgetp(L, LUA_REGISTRYINDEX, &CALLBACKS) != LUA_TTABLE) {
     lua_newtable(L);
     lua_rawsetp(L, LUA_REGISTRYINDEX, &CALLBACKS);

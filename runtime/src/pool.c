@@ -79,7 +79,6 @@ static task *task_recycle_locked(pool *p, task *t) {
 }
 
 void pool_unref(pool *p) {
-  size_t i;
   if (p == NULL || atomic_fetch_sub(&p->refs, 1) != 1) return;
   while (p->failed) {
     flink *l = p->failed;
@@ -94,8 +93,6 @@ void pool_unref(pool *p) {
   }
   free(p->spare);
   proto_keep_free(&p->blobs);
-  for (i = 0; i < p->ninit_blobs; i++) proto_blob_unref(p->init_blobs[i]);
-  free(p->init_blobs);
   free(p->init_msg);
   buf_free(&p->encbuf);
   free(p->workers);
@@ -765,6 +762,7 @@ static int l_pool(lua_State *L) {
       for (i = 1; i <= nargs; i++) lua_rawgeti(L, 5, i);
     }
     wire_enc_init(&e, L, 0, 0);
+    e.keep = &p->blobs;       /* the pool keeps init's functions alive */
     if (wire_put_byte(&e, RUN_CALL) ||
         wire_encode_tuple(&e, -(nargs + 1), nargs + 1, "init argument")) {
       lua_pushfstring(L, "init: %s", wire_error(&e));
@@ -773,10 +771,6 @@ static int l_pool(lua_State *L) {
     }
     lua_pop(L, nargs + 1);
     p->init_msg = buf_steal(&e.out, &p->init_len);
-    p->init_blobs = e.blobs;
-    p->ninit_blobs = e.nblobs;
-    e.blobs = NULL;
-    e.nblobs = 0;
     wire_enc_free(&e);
   }
   if (p->kind == POOL_THREADS) {

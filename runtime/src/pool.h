@@ -68,8 +68,6 @@ typedef struct pool {
   char *path, *cpath;            /* package.path/cpath for worker states */
   char *init_msg;                /* encoded init call, or NULL */
   size_t init_len;
-  proto_blob **init_blobs;
-  size_t ninit_blobs;
 
   /* === the queue: guarded by lock =======================================*/
   _Alignas(CACHE_LINE) pthread_mutex_t lock;   /* rank 1 ("pool"); may take a home lock */

@@ -10,11 +10,11 @@
 --
 -- How it works.  Each gate is a temporary directory with two FIFOs:
 --   started  the task writes one line "started\n" when it calls hold();
---   release  the task blocks reading one line from it.
+--   release  the task blocks reading one byte from it.
 -- The test process keeps both FIFOs open read-write for the whole run.  On
 -- Linux an O_RDWR open of a FIFO never blocks, and while the test holds it:
 --   * a task's open for reading or writing never blocks (a peer exists);
---   * a line written by release() stays in the pipe until a holder reads it,
+--   * a byte written by release() stays in the pipe until a holder reads it,
 --     so releasing before the task reached the gate is fine;
 --   * nobody ever writes to a FIFO without a reader, so no SIGPIPE.
 -- The test's handles are never closed (they are kept in `keep` until the
@@ -25,12 +25,13 @@
 -- upvalues are the two path strings, so they can be passed to (or captured
 -- by) a task: they are copied to the worker, where `io` is the worker's own
 -- io library.
--- A holder reads its line unbuffered, one byte at a time, so several tasks
--- can share one gate: release(n) lets exactly n of them go.
+-- A release is ONE byte and a holder reads exactly one byte, unbuffered:
+-- a one-byte read is atomic, so several tasks (on several threads) can
+-- share one gate and release(n) lets exactly n of them go.
 --
 -- close() (also __close, and gate.close_all() for an after_each) writes
--- plenty of release lines and unlinks both FIFOs: a task already past
--- open() reads a line; a task that gets to hold() later finds no FIFO and
+-- plenty of release bytes and unlinks both FIFOs: a task already past
+-- open() reads one; a task that gets to hold() later finds no FIFO and
 -- returns at once.  So cleanup never leaves a worker blocked.
 
 local gate = {}
@@ -50,11 +51,25 @@ local function must(ok, what)
   return ok
 end
 
+-- Runs a shell command with its output sent to a file and returns that
+-- output.  Never io.popen here: Lua's io.popen calls fflush(NULL), which
+-- takes the lock of every open FILE, and a task blocked in hold() keeps its
+-- FILE locked while it waits: the test would deadlock with its own task.
+-- os.execute (system(3)) flushes nothing.
+local function capture(cmd)
+  local out = os.tmpname()
+  local ok = os.execute(cmd .. " > " .. sh_quote(out))
+  local f = io.open(out, "rb")
+  local text = f and f:read("a") or ""
+  if f then f:close() end
+  os.remove(out)
+  return text, ok
+end
+
 -- Creates a new gate.
 function gate.new()
-  local p = must(io.popen("mktemp -d /tmp/weft-gate.XXXXXX"), "mktemp failed")
-  local dir = must(p:read("l"), "mktemp printed nothing")
-  p:close()
+  local dir = must(capture("mktemp -d /tmp/weft-gate.XXXXXX"), "mktemp failed")
+  dir = must(dir:match("^(%S+)"), "mktemp printed nothing")
   local started, release = dir .. "/started", dir .. "/release"
   must(os.execute("mkfifo " .. sh_quote(started) .. " " .. sh_quote(release)),
        "mkfifo failed")
@@ -72,8 +87,8 @@ function gate.new()
     closed = false,
   }, Gate)
 
-  -- Runs inside a task: announce, then block until released.  Returns the
-  -- line it was released with ("go"), or nil when the gate was torn down.
+  -- Runs inside a task: announce, then block until released.  Returns "go",
+  -- or nil when the gate was torn down before the task got to it.
   g.hold = function()
     local w = io.open(started, "w")
     if w then
@@ -83,9 +98,9 @@ function gate.new()
     local r = io.open(release, "r")
     if not r then return nil end
     r:setvbuf("no")
-    local line = r:read("l")
+    local token = r:read(1)
     r:close()
-    return line
+    return token and "go" or nil
   end
 
   -- Runs inside a task: announces it like hold() but does not block (for a
@@ -103,7 +118,7 @@ function gate.new()
   g.open = function()
     local w = io.open(release, "w")
     if w then
-      w:write("go\n")
+      w:write("g")
       w:close()
     end
   end
@@ -120,9 +135,7 @@ function Gate:wait_started(n)
   local want = #"started\n" * n
   local cmd = "timeout 120 dd if=" .. sh_quote(self.started_path) ..
               " bs=1 count=" .. want .. " status=none"
-  local p = must(io.popen(cmd), "cannot run dd")
-  local got = p:read("a")
-  p:close()
+  local got = capture(cmd)
   if #got ~= want then
     error(("gate: expected %d task(s) to reach the gate, saw %d"):format(
       n, #got // #"started\n"), 2)
@@ -132,7 +145,7 @@ end
 -- Lets `n` (default 1) holders go.
 function Gate:release(n)
   if self.closed then return end
-  self.release_fh:write(string.rep("go\n", n or 1))
+  self.release_fh:write(string.rep("g", n or 1))
 end
 
 function Gate:close()

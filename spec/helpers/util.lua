@@ -66,7 +66,7 @@ function util.mentions(v, text)
   return util.text(v):find(text, 1, true) ~= nil
 end
 
-local tracked_executors, tracked_futures = {}, {}
+local tracked_executors, tracked_futures, tmpnames = {}, {}, {}
 
 -- Remembers an executor: util.cleanup() shuts it down.
 function util.track(ex)
@@ -108,12 +108,16 @@ function util.cleanup()
     local ok, err = pcall(ex.shutdown, ex, { wait = true })
     if not ok then first_err = first_err or err end
   end
+  for _, name in ipairs(tmpnames) do os.remove(name) end
+  tmpnames = {}
   if first_err ~= nil then error(first_err, 0) end
 end
 
+-- A fresh path in /tmp (no file there yet); util.cleanup() removes it.
 function util.tmpname()
   local name = os.tmpname()
   os.remove(name)
+  tmpnames[#tmpnames + 1] = name
   return name
 end
 
@@ -133,17 +137,24 @@ function util.run_lua(source)
     package.path, package.cpath))
   f:write(source)
   f:close()
-  local p = assert(io.popen("lua5.4 " .. script .. " 2>&1", "r"))
-  local out = p:read("a")
-  local ok = p:close()
+  -- os.execute, not io.popen: see capture() in helpers/gate.lua.
+  local outfile = util.tmpname()
+  local ok = os.execute("lua5.4 " .. script .. " > " .. outfile .. " 2>&1")
+  local f = assert(io.open(outfile, "rb"))
+  local out = f:read("a")
+  f:close()
   os.remove(script)
+  os.remove(outfile)
   return out, ok
 end
 
 function util.online_cpus()
-  local p = assert(io.popen("getconf _NPROCESSORS_ONLN"))
-  local n = tonumber(p:read("l"))
-  p:close()
+  local outfile = util.tmpname()
+  assert(os.execute("getconf _NPROCESSORS_ONLN > " .. outfile))
+  local f = assert(io.open(outfile))
+  local n = tonumber(f:read("l"))
+  f:close()
+  os.remove(outfile)
   return n
 end
 
