@@ -503,9 +503,24 @@ static int home_sleep(home *h, double deadline) {
   return rc;
 }
 
+/* Runs f's done-callbacks before a wait on f returns.  A completer stores
+ * the final state before its notify queues the callbacks, so a waiter can
+ * see f final first; when callbacks were registered while f was pending,
+ * that notify is bound to come (the completer saw `watched`): wait for it. */
+static void future_flush_callbacks(lua_State *L, future *f) {
+  home *h = f->home;
+  pthread_mutex_lock(&h->lock);
+  while (f->has_callbacks && !f->notified) home_sleep(h, -1);
+  pthread_mutex_unlock(&h->lock);
+  home_dispatch(L);
+}
+
 int future_wait(lua_State *L, future *f, double deadline) {
   home *h = f->home;
-  if (FS_IS_FINAL(future_state(f))) return 1;
+  if (FS_IS_FINAL(future_state(f))) {
+    if (f->has_callbacks) future_flush_callbacks(L, f);
+    return 1;
+  }
   if (h != home_of(L)) {
     /* Not ours (cannot happen through the API): poll politely. */
     while (!FS_IS_FINAL(future_state(f))) {
@@ -524,7 +539,7 @@ int future_wait(lua_State *L, future *f, double deadline) {
       timed_out = home_sleep(h, deadline) == ETIMEDOUT;
     pthread_mutex_unlock(&h->lock);
     if (FS_IS_FINAL(future_state(f))) {
-      home_dispatch(L);
+      future_flush_callbacks(L, f);
       return 1;
     }
     if (timed_out) return 0;
@@ -670,7 +685,8 @@ static int l_wait(lua_State *L) {
     if (timed_out) break;
   }
   waiter_uninstall(h, &w);
-  home_dispatch(L);
+  for (i = 0; i < w.n; i++)
+    if (FS_IS_FINAL(future_state(w.fs[i]))) future_flush_callbacks(L, w.fs[i]);
   /* done and not_done, in input order, duplicates as given */
   {
     lua_Integer ndone_out = 0, nrest = 0;
@@ -726,6 +742,7 @@ static int ac_next(lua_State *L) {
     if (a->w.seen[i] == 2) {       /* finished at the start */
       a->w.seen[i] = 1;
       a->yielded++;
+      future_flush_callbacks(L, a->w.fs[i]);
       ac_push_future(L, ud, i);
       return 1;
     }
@@ -744,6 +761,7 @@ static int ac_next(lua_State *L) {
         a->w.seen[i] = 1;
         a->yielded++;
         pthread_mutex_unlock(&h->lock);
+        home_dispatch(L);          /* queued by the same notify as the hit */
         ac_push_future(L, ud, i);
         return 1;
       }
