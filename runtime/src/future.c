@@ -75,28 +75,27 @@ double weft_opt_timeout(lua_State *L, int arg, const char *what) {
 
 /* === error objects ======================================================= */
 
-void weft_push_error(lua_State *L, weft_kind kind, const char *fmt, ...) {
-  va_list ap;
+static void push_errorv(lua_State *L, weft_kind kind, const char *fmt, va_list ap) {
   lua_createtable(L, 0, 4);
   lua_pushstring(L, weft_kind_name(kind));
   lua_setfield(L, -2, "kind");
-  va_start(ap, fmt);
   lua_pushvfstring(L, fmt, ap);
-  va_end(ap);
   lua_setfield(L, -2, "message");
   luaL_setmetatable(L, ERROR_MT);
 }
 
+void weft_push_error(lua_State *L, weft_kind kind, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  push_errorv(L, kind, fmt, ap);
+  va_end(ap);
+}
+
 int weft_error(lua_State *L, weft_kind kind, const char *fmt, ...) {
   va_list ap;
-  lua_createtable(L, 0, 4);
-  lua_pushstring(L, weft_kind_name(kind));
-  lua_setfield(L, -2, "kind");
   va_start(ap, fmt);
-  lua_pushvfstring(L, fmt, ap);
+  push_errorv(L, kind, fmt, ap);
   va_end(ap);
-  lua_setfield(L, -2, "message");
-  luaL_setmetatable(L, ERROR_MT);
   return lua_error(L);
 }
 
