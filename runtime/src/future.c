@@ -325,18 +325,52 @@ typedef struct wlink {
   size_t index;
 } wlink;
 
+enum { WAIT_ALL, WAIT_FIRST_COMPLETED, WAIT_FIRST_EXCEPTION, WAIT_EACH };
+
+/* As CPython's _Waiter: the completer does the counting, under the home
+ * lock, and wakes the waiting thread only when its condition holds. */
 typedef struct waiter {
   size_t n;
   future **fs;          /* unique futures, one reference each */
   wlink *links;
+  int mode;             /* WAIT_*; WAIT_EACH: as_completed */
+  int installed;
+  /* Guarded by home->lock. */
   size_t *fin;          /* indexes of futures that settled, in order */
   size_t nfin;
-  unsigned char *seen;  /* already accounted for */
-  int installed;
+  unsigned char *seen;  /* counted in ndone */
+  size_t ndone;
+  int failed;
+  int ready;            /* the condition holds */
 } waiter;
 
+/* Caller holds h->lock.  Counts future i as done, once. */
+static void waiter_account(waiter *w, size_t i) {
+  if (!w->seen[i]) {
+    w->seen[i] = 1;
+    w->ndone++;
+    if (future_state(w->fs[i]) == FS_FAILED) w->failed = 1;
+  }
+}
+
 /* Caller holds h->lock. */
-static void waiter_hit(wlink *l) { l->w->fin[l->w->nfin++] = l->index; }
+static void waiter_check(waiter *w) {
+  switch (w->mode) {
+    case WAIT_ALL: w->ready = w->ndone == w->n; break;
+    case WAIT_FIRST_COMPLETED: w->ready = w->ndone > 0 || w->n == 0; break;
+    case WAIT_FIRST_EXCEPTION: w->ready = w->failed || w->ndone == w->n; break;
+    default: w->ready = w->nfin > 0; break;
+  }
+}
+
+/* Caller holds h->lock.  Returns 1 when the waiter should be woken. */
+static int waiter_hit(wlink *l) {
+  waiter *w = l->w;
+  w->fin[w->nfin++] = l->index;
+  waiter_account(w, l->index);
+  waiter_check(w);
+  return w->ready;
+}
 
 /* Publishes f's final state to whoever watches it.  Dependents are moved to
  * `*work` for the caller to process without any lock held. */
@@ -344,9 +378,11 @@ static void future_notify(future *f, dlink **work) {
   home *h = f->home;
   wlink *l;
   dlink *d;
+  int wake;
   if (!atomic_load(&f->watched)) return;
   pthread_mutex_lock(&h->lock);
-  for (l = f->waiters; l; l = l->next) waiter_hit(l);
+  wake = h->waiting_on == f;
+  for (l = f->waiters; l; l = l->next) wake |= waiter_hit(l);
   while ((d = f->dependents) != NULL) {
     f->dependents = d->next;
     d->upstream = f;
@@ -361,8 +397,9 @@ static void future_notify(future *f, dlink **work) {
     f->next_done = NULL;
     if (h->done_tail) h->done_tail->next_done = f; else h->done_head = f;
     h->done_tail = f;
+    wake = 1;                  /* waits run callbacks as they come */
   }
-  if (h->sleeping) pthread_cond_signal(&h->cond);
+  if (wake && h->sleeping) pthread_cond_signal(&h->cond);
   pthread_mutex_unlock(&h->lock);
 }
 
@@ -509,7 +546,11 @@ static int home_sleep(home *h, double deadline) {
 static void future_flush_callbacks(lua_State *L, future *f) {
   home *h = f->home;
   pthread_mutex_lock(&h->lock);
-  while (f->has_callbacks && !f->notified) home_sleep(h, -1);
+  while (f->has_callbacks && !f->notified) {
+    h->waiting_on = f;
+    home_sleep(h, -1);
+  }
+  h->waiting_on = NULL;
   pthread_mutex_unlock(&h->lock);
   home_dispatch(L);
 }
@@ -534,8 +575,10 @@ int future_wait(lua_State *L, future *f, double deadline) {
     int timed_out = 0;
     home_dispatch(L);
     pthread_mutex_lock(&h->lock);
+    h->waiting_on = f;
     while (!FS_IS_FINAL(future_state(f)) && h->done_head == NULL && !timed_out)
       timed_out = home_sleep(h, deadline) == ETIMEDOUT;
+    h->waiting_on = NULL;
     pthread_mutex_unlock(&h->lock);
     if (FS_IS_FINAL(future_state(f))) {
       future_flush_callbacks(L, f);
@@ -613,8 +656,11 @@ static int waiter_init(lua_State *L, waiter *w, int idx, size_t **pos) {
   return 0;
 }
 
-static void waiter_install(home *h, waiter *w) {
+/* Hangs w on its futures, then counts those already final; both under the
+ * home lock, so each future is counted exactly once whenever it settles. */
+static void waiter_install(home *h, waiter *w, int mode) {
   size_t i;
+  w->mode = mode;
   pthread_mutex_lock(&h->lock);
   for (i = 0; i < w->n; i++) {
     future *f = w->fs[i];
@@ -624,6 +670,9 @@ static void waiter_install(home *h, waiter *w) {
     f->waiters = &w->links[i];
     atomic_store(&f->watched, 1);
   }
+  for (i = 0; i < w->n; i++)
+    if (FS_IS_FINAL(future_state(w->fs[i]))) waiter_account(w, i);
+  waiter_check(w);
   w->installed = 1;
   pthread_mutex_unlock(&h->lock);
 }
@@ -642,15 +691,13 @@ static void check_future_list(lua_State *L, int arg) {
   }
 }
 
-enum { WAIT_ALL, WAIT_FIRST_COMPLETED, WAIT_FIRST_EXCEPTION };
-
 /* weft.wait(futures, timeout, return_when) -> done, not_done */
 static int l_wait(lua_State *L) {
   waiter w;
-  size_t *pos = NULL, i, ndone = 0, total;
+  size_t *pos = NULL, i;
   home *h = home_of(L);
   double timeout, deadline;
-  int mode, rc, failed = 0;
+  int mode, rc;
   check_future_list(L, 1);
   timeout = weft_opt_timeout(L, 2, "wait timeout");
   mode = (int)luaL_optinteger(L, 3, WAIT_ALL);
@@ -659,29 +706,16 @@ static int l_wait(lua_State *L) {
                       "weft.FIRST_COMPLETED or weft.FIRST_EXCEPTION");
   deadline = timeout < 0 ? -1 : weft_now() + timeout;
   if ((rc = waiter_init(L, &w, 1, &pos)) != 0) bad_future_arg(L, 1, rc);
-  total = w.n;
-  waiter_install(h, &w);
+  waiter_install(h, &w, mode);
   for (;;) {
-    int satisfied, timed_out = 0;
-    /* Account for futures that settled, from our own scan or the links. */
-    for (i = 0; i < w.n; i++) {
-      int s = future_state(w.fs[i]);
-      if (!w.seen[i] && FS_IS_FINAL(s)) {
-        w.seen[i] = 1;
-        ndone++;
-        if (s == FS_FAILED) failed = 1;
-      }
-    }
-    satisfied = ndone == total || (mode == WAIT_FIRST_COMPLETED && ndone > 0) ||
-                (mode == WAIT_FIRST_EXCEPTION && failed);
-    if (satisfied) break;
+    int ready, timed_out = 0;
     home_dispatch(L);
     pthread_mutex_lock(&h->lock);
-    while (w.nfin == 0 && h->done_head == NULL && !timed_out)
+    while (!w.ready && h->done_head == NULL && !timed_out)
       timed_out = home_sleep(h, deadline) == ETIMEDOUT;
-    w.nfin = 0;   /* a hit only means "look again" */
+    ready = w.ready;
     pthread_mutex_unlock(&h->lock);
-    if (timed_out) break;
+    if (ready || timed_out) break;
   }
   waiter_uninstall(h, &w);
   for (i = 0; i < w.n; i++)
@@ -709,60 +743,60 @@ static int l_wait(lua_State *L) {
 
 typedef struct ascompleted {
   waiter w;
-  size_t next_initial;   /* scan position over already-finished futures */
-  size_t fin_taken;
+  unsigned char *first;  /* finished when the iteration started */
+  unsigned char *given;  /* yielded already */
+  size_t next_initial;   /* scan position over `first` */
+  size_t fin_taken;      /* position in w.fin */
   size_t yielded;
   double deadline;
   double timeout;
-  int list;              /* uservalue 1: the input list (futures alive) */
 } ascompleted;
 
+static void ac_free(home *h, ascompleted *a) {
+  if (a->w.fs) waiter_free(h, &a->w);
+  free(a->first);
+  free(a->given);
+  a->first = a->given = NULL;
+}
+
 static int ac_close(lua_State *L) {
-  ascompleted *a = luaL_checkudata(L, 1, ASCOMPLETED_MT);
-  if (a->w.fs) waiter_free(home_of(L), &a->w);
+  ac_free(home_of(L), luaL_checkudata(L, 1, ASCOMPLETED_MT));
   return 0;
 }
 
-/* Pushes the userdata of unique future i (from the saved input list). */
-static void ac_push_future(lua_State *L, int ud, size_t i) {
+/* Marks unique future i yielded and pushes its userdata. */
+static int ac_yield(lua_State *L, int ud, ascompleted *a, size_t i) {
+  a->given[i] = 1;
+  a->yielded++;
+  future_flush_callbacks(L, a->w.fs[i]);
   lua_getiuservalue(L, ud, 2);   /* unique index -> userdata */
   lua_rawgeti(L, -1, (lua_Integer)i + 1);
   lua_remove(L, -2);
+  return 1;
 }
 
 static int ac_next(lua_State *L) {
-  ascompleted *a = luaL_checkudata(L, lua_upvalueindex(1), ASCOMPLETED_MT);
   int ud = lua_upvalueindex(1);
+  ascompleted *a = luaL_checkudata(L, ud, ASCOMPLETED_MT);
   home *h = home_of(L);
   if (a->w.fs == NULL) return 0;
   /* First the futures that were finished when we started, in input order. */
   while (a->next_initial < a->w.n) {
     size_t i = a->next_initial++;
-    if (a->w.seen[i] == 2) {       /* finished at the start */
-      a->w.seen[i] = 1;
-      a->yielded++;
-      future_flush_callbacks(L, a->w.fs[i]);
-      ac_push_future(L, ud, i);
-      return 1;
-    }
+    if (a->first[i] && !a->given[i]) return ac_yield(L, ud, a, i);
   }
   for (;;) {
     int timed_out = 0;
-    size_t i;
     if (a->yielded == a->w.n) {
-      waiter_free(h, &a->w);
+      ac_free(h, a);
       return 0;
     }
     pthread_mutex_lock(&h->lock);
     while (a->fin_taken < a->w.nfin) {
-      i = a->w.fin[a->fin_taken++];
-      if (!a->w.seen[i]) {
-        a->w.seen[i] = 1;
-        a->yielded++;
+      size_t i = a->w.fin[a->fin_taken++];
+      if (!a->given[i]) {
         pthread_mutex_unlock(&h->lock);
-        home_dispatch(L);          /* queued by the same notify as the hit */
-        ac_push_future(L, ud, i);
-        return 1;
+        return ac_yield(L, ud, a, i);
       }
     }
     pthread_mutex_unlock(&h->lock);
@@ -773,7 +807,7 @@ static int ac_next(lua_State *L) {
     pthread_mutex_unlock(&h->lock);
     if (timed_out) {
       size_t left = a->w.n - a->yielded;
-      waiter_free(h, &a->w);
+      ac_free(h, a);
       return weft_error(L, WK_TIMEOUT, "as_completed: %d of %d futures unfinished after %f s",
                         (int)left, (int)(left + a->yielded), a->timeout);
     }
@@ -783,8 +817,9 @@ static int ac_next(lua_State *L) {
 /* weft.as_completed(futures [, timeout]) -> iterator, nil, nil, closer */
 static int l_as_completed(lua_State *L) {
   ascompleted *a;
+  home *h = home_of(L);
   double timeout;
-  size_t i;
+  size_t i, seen = 0;
   int rc;
   check_future_list(L, 1);
   timeout = weft_opt_timeout(L, 2, "as_completed timeout");
@@ -794,30 +829,34 @@ static int l_as_completed(lua_State *L) {
   a->timeout = timeout;
   a->deadline = timeout < 0 ? -1 : weft_now() + timeout;
   if ((rc = waiter_init(L, &a->w, 1, NULL)) != 0) bad_future_arg(L, 1, rc);
-  /* unique futures' userdata, in order */
-  lua_createtable(L, (int)a->w.n, 0);
-  {
-    size_t seen = 0;
-    lua_newtable(L);
-    for (i = 0; i < (size_t)lua_rawlen(L, 1); i++) {
-      lua_rawgeti(L, 1, (lua_Integer)i + 1);
-      lua_pushvalue(L, -1);
-      if (lua_rawget(L, -3) == LUA_TNIL) {
-        lua_pop(L, 1);
-        lua_pushvalue(L, -1);
-        lua_pushboolean(L, 1);
-        lua_rawset(L, -4);
-        lua_rawseti(L, -3, (lua_Integer)++seen);
-      } else {
-        lua_pop(L, 2);
-      }
-    }
-    lua_pop(L, 1);
+  a->first = calloc(a->w.n ? a->w.n : 1, 1);
+  a->given = calloc(a->w.n ? a->w.n : 1, 1);
+  if (a->first == NULL || a->given == NULL) {
+    ac_free(h, a);
+    return luaL_error(L, "weft: out of memory");
   }
+  /* the unique futures' userdata, in order (uservalue 2) */
+  lua_createtable(L, (int)a->w.n, 0);
+  lua_newtable(L);
+  for (i = 0; i < (size_t)lua_rawlen(L, 1); i++) {
+    lua_rawgeti(L, 1, (lua_Integer)i + 1);
+    lua_pushvalue(L, -1);
+    if (lua_rawget(L, -3) == LUA_TNIL) {
+      lua_pop(L, 1);
+      lua_pushvalue(L, -1);
+      lua_pushboolean(L, 1);
+      lua_rawset(L, -4);
+      lua_rawseti(L, -3, (lua_Integer)++seen);
+    } else {
+      lua_pop(L, 2);
+    }
+  }
+  lua_pop(L, 1);
   lua_setiuservalue(L, -2, 2);
-  waiter_install(home_of(L), &a->w);
-  for (i = 0; i < a->w.n; i++)        /* seen: 2 = finished at the start */
-    if (FS_IS_FINAL(future_state(a->w.fs[i]))) a->w.seen[i] = 2;
+  waiter_install(h, &a->w, WAIT_EACH);
+  pthread_mutex_lock(&h->lock);
+  memcpy(a->first, a->w.seen, a->w.n);
+  pthread_mutex_unlock(&h->lock);
   lua_pushvalue(L, -1);
   lua_pushcclosure(L, ac_next, 1);
   lua_pushnil(L);

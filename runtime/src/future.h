@@ -90,6 +90,7 @@ struct home {
   pthread_mutex_t lock;        /* rank 2 ("home"): after pool locks */
   pthread_cond_t cond;
   int sleeping;                /* the home thread waits on cond */
+  future *waiting_on;          /* ...for this future to settle, or NULL */
   future *done_head, *done_tail;   /* futures whose callbacks must run */
   int closed;
   /* Released futures kept for reuse (the home's thread only): creating
