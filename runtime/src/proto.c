@@ -335,8 +335,12 @@ static int template_dump(lua_State *L, size_t n, buf *out) {
   return rc;
 }
 
-/* Pushes a factory for `code`, or returns -1 (nothing pushed) when the
- * splice does not apply and the caller must fall back to lua_load. */
+/* Pushes a factory for `code`.  Returns -1 (nothing pushed) when the splice
+ * does not apply and the caller may fall back to lua_load, and -2 when the
+ * dump is malformed: lua_load does not check that a binary chunk is
+ * consistent (a closure sized by the header's upvalue count but a
+ * prototype with more would be read out of bounds), so such bytes must
+ * never reach it. */
 static int build_factory(lua_State *L, const char *code, size_t len) {
   reader r = {(const unsigned char *)code, (const unsigned char *)code + len, 0};
   reader t;
@@ -345,13 +349,16 @@ static int build_factory(lua_State *L, const char *code, size_t len) {
   buf tpl = BUF_INIT, out = BUF_INIT;
   int rc = -1;
 
-  if (len <= fstart) return -1;
+  if (len <= fstart) return -2;
   r.p += fstart;
   rd_proto(&r, &fup, &nup, 0);
-  if (r.bad || r.p != r.end || nup != (unsigned char)code[DUMP_HEADER] ||
-      nup > 200 || template_dump(L, nup, &tpl) != 0 || tpl.len <= fstart ||
-      memcmp(tpl.data, code, DUMP_HEADER) != 0)
+  if (r.bad || r.p != r.end || nup != (unsigned char)code[DUMP_HEADER]) return -2;
+  if (nup > 200 || template_dump(L, nup, &tpl) != 0 || tpl.len <= fstart)
     goto done;
+  if (memcmp(tpl.data, code, DUMP_HEADER) != 0) {   /* another Lua build */
+    rc = -2;
+    goto done;
+  }
   /* Walk the template's main function up to its one nested prototype. */
   t.p = (const unsigned char *)tpl.data + fstart;
   t.end = (const unsigned char *)tpl.data + tpl.len;
@@ -416,11 +423,14 @@ int proto_instantiate(lua_State *L, proto_blob *key, const char *code,
   t = key ? lua_rawgetp(L, -1, key)
           : (lua_pushlstring(L, code, len), lua_rawget(L, -2));
   if (t == LUA_TNIL) {
+    int rc;
     lua_pop(L, 1);
-    if (build_factory(L, code, len) != 0) {
-      /* No factory: cache `false` and load every time. */
-      lua_pushboolean(L, 0);
+    if ((rc = build_factory(L, code, len)) == -2) {
+      lua_pop(L, 1);
+      lua_pushliteral(L, "malformed function bytecode");
+      return -1;
     }
+    if (rc != 0) lua_pushboolean(L, 0);   /* no factory: load every time */
     if (key) {
       lua_pushvalue(L, -1);
       lua_rawsetp(L, -3, key);
