@@ -405,3 +405,84 @@ describe("copying values", function()
     end)
   end)
 end)
+
+describe("decoding untrusted bytes", function()
+  local core = require "weft.core"
+
+  -- A fixed xorshift generator: the same corruptions on every run.
+  local function rng(seed)
+    local x = seed
+    return function(n)
+      x = x ~ (x << 13); x = x ~ (x >> 7); x = x ~ (x << 17)
+      return (x & 0x7fffffff) % n + 1
+    end
+  end
+
+  local function sample()
+    local up = 5
+    local t = { 1, 2.5, "x", true, nil, { a = { b = { c = "deep" } } },
+                [-1] = 0 / 0, [math.maxinteger] = -0.0 }
+    t.self, t.alias = t, t[6]
+    return core._wire_encode(t, "str", 42, string.format,
+                             function(x) return x + up end)
+  end
+
+  it("round-trips a self-contained message", function()
+    local t, s, n, fmt, fn = core._wire_decode(sample())
+    assert.equal("str", s)
+    assert.equal(42, n)
+    assert.equal(string.format, fmt)
+    assert.equal(7, fn(2))
+    assert.equal(t, t.self)
+    assert.equal(t[6], t.alias)
+  end)
+
+  it("rejects or decodes every corruption of a message, never crashes", function()
+    local msg, rand = sample(), rng(20261122)
+    local rejected, decoded = 0, 0
+    for _ = 1, 5000 do
+      local bytes = { msg:byte(1, -1) }
+      for _ = 1, rand(4) do
+        local op = rand(3)
+        if op == 1 then
+          bytes[rand(#bytes)] = rand(256) - 1
+        elseif op == 2 and #bytes > 3 then
+          for k = #bytes, 2 + rand(#bytes - 2), -1 do bytes[k] = nil end
+        else
+          local k = rand(#bytes)
+          bytes[k] = bytes[k] ~ (1 << (rand(8) - 1))
+        end
+      end
+      local ok, err = pcall(core._wire_decode, string.char(table.unpack(bytes)))
+      if ok then
+        decoded = decoded + 1
+      else
+        assert.is_true(weft.is(err, "serialization"), tostring(err))
+        rejected = rejected + 1
+      end
+    end
+    assert.is_true(rejected > 0)
+    assert.equal(5000, rejected + decoded)
+  end)
+
+  it("refuses function bytecode whose header disagrees with its prototype", function()
+    local msg = core._wire_encode(function() return 1 end)
+    -- the closure's upvalue count byte follows the 31-byte Lua header inside
+    -- the bytecode; find the bytecode by its signature and bump that byte
+    local at = assert(msg:find("\27Lua", 1, true))
+    local k = at + 31
+    local bad = msg:sub(1, k - 1) .. string.char((msg:byte(k) + 3) % 256) .. msg:sub(k + 1)
+    local ok, err = pcall(core._wire_decode, bad)
+    assert.is_false(ok)
+    assert.is_true(weft.is(err, "serialization"))
+    assert.matches("bytecode", err.message)
+  end)
+
+  it("refuses in-process function pointers from outside", function()
+    -- tag FUNC (7), no upvalues, proto kind 0 (a pointer) + 8 bytes
+    local bad = "\1\0\1\7\0\0" .. string.rep("\65", 8)
+    local ok, err = pcall(core._wire_decode, bad)
+    assert.is_false(ok)
+    assert.is_true(weft.is(err, "serialization"))
+  end)
+end)

@@ -9,12 +9,42 @@
 #include <lua.h>
 
 #include "future.h"
+#include "wire.h"
 #include "pool.h"
 #include "proto.h"
 #include "weft.h"
 
+/* _wire_encode(...) -> string: the values as a self-contained message (the
+ * form that leaves the process).  For specs and tools. */
+static int l_wire_encode(lua_State *L) {
+  wire_enc e;
+  wire_enc_init(&e, L, 1, 0);
+  if (wire_encode_tuple(&e, 1, lua_gettop(L), "value")) {
+    lua_pushstring(L, wire_error(&e));
+    wire_enc_free(&e);
+    return weft_error(L, WK_SERIALIZATION, "%s", lua_tostring(L, -1));
+  }
+  lua_pushlstring(L, e.out.data, e.out.len);
+  wire_enc_free(&e);
+  return 1;
+}
+
+/* _wire_decode(s) -> values: decodes untrusted bytes (raises kind
+ * serialization for anything malformed). */
+static int l_wire_decode(lua_State *L) {
+  size_t len;
+  const char *s = luaL_checklstring(L, 1, &len);
+  int n = wire_decode_tuple(L, s, len, 0, 0);
+  if (n < 0) return weft_error(L, WK_SERIALIZATION, "bad message: %s", lua_tostring(L, -1));
+  return n;
+}
+
 int luaopen_weft_core(lua_State *L) {
-  lua_newtable(L);
+  static const luaL_Reg funcs[] = {
+      {"_wire_encode", l_wire_encode},
+      {"_wire_decode", l_wire_decode},
+      {NULL, NULL}};
+  luaL_newlib(L, funcs);
   proto_open(L);
   future_open(L);
   pool_open(L);
