@@ -193,6 +193,51 @@ describe("weft.Error", function()
       assert.truthy(out:find("unseen-failure-5150", 1, true), out)
     end)
 
+    it("is reported when its executor shuts down, while still referenced", function()
+      local out = util.run_lua [[
+        local weft = require "weft"
+        local ex = weft.threads { workers = 1 }
+        local f = ex:submit(function() error("at-shutdown-7171") end)
+        ex:shutdown { wait = true }
+        io.stderr:write("AFTER-SHUTDOWN\n")
+        keep = f
+      ]]
+      local at = out:find("at-shutdown-7171", 1, true)
+      assert.truthy(at, out)
+      assert.is_true(at < out:find("AFTER-SHUTDOWN", 1, true), out)
+    end)
+
+    it("is reported when collected, with its executor still running", function()
+      local out = util.run_lua [[
+        local weft = require "weft"
+        local ex = weft.threads { workers = 1 }
+        local f = ex:submit(function() error("on-collect-8181") end)
+        weft.wait({ f })
+        f = nil
+        collectgarbage()
+        collectgarbage()
+        io.stderr:write("COLLECTED\n")
+        ex:shutdown()
+      ]]
+      local at = out:find("on-collect-8181", 1, true)
+      assert.truthy(at, out)
+      assert.is_true(at < out:find("COLLECTED", 1, true), out)
+    end)
+
+    it("is reported once, not again when collected after the shutdown", function()
+      local out = util.run_lua [[
+        local weft = require "weft"
+        local ex = weft.threads { workers = 1 }
+        local f = ex:submit(function() error("once-9191") end)
+        ex:shutdown { wait = true }
+        f = nil
+        collectgarbage()
+        collectgarbage()
+      ]]
+      local _, count = out:gsub("once%-9191", "")
+      assert.equal(1, count, out)
+    end)
+
     it("is not reported once its error was retrieved", function()
       local out = util.run_lua [[
         local weft = require "weft"
