@@ -6,33 +6,36 @@
 --   local f = ex:submit(function(hold) hold(); return "done" end, g.hold)
 --   g:wait_started()   -- returns once the task has called hold()
 --   ...                -- the task is RUNNING and blocked here
---   g:release()        -- lets one holder return
+--   g:release()        -- opens the gate: every holder, now or later, goes on
 --
--- How it works.  Each gate is a temporary directory with two FIFOs:
---   started  the task writes one line "started\n" when it calls hold();
---   release  the task blocks reading one byte from it.
--- The test process keeps both FIFOs open read-write for the whole run.  On
--- Linux an O_RDWR open of a FIFO never blocks, and while the test holds it:
---   * a task's open for reading or writing never blocks (a peer exists);
---   * a byte written by release() stays in the pipe until a holder reads it,
---     so releasing before the task reached the gate is fine;
---   * nobody ever writes to a FIFO without a reader, so no SIGPIPE.
--- The test's handles are never closed (they are kept in `keep` until the
--- process exits): closing them while a worker is between open() and write()
--- would raise SIGPIPE in the worker thread and kill the whole process.
+-- How it works.  Each gate is a temporary directory with two FIFOs.
+--
+--   started  The test keeps it open read-write for the whole run, so a
+--            holder's open() for writing never blocks; the holder writes one
+--            line "started\n" into it.  wait_started(n) reads n such lines.
+--   release  A holder opens it for reading, and on Linux that open() blocks
+--            until somebody opens the FIFO for writing.  release() opens it
+--            read-write (which never blocks) and keeps it open, so the gate
+--            is a latch: holders blocked in open() return, and later holders
+--            pass straight through.
+--
+-- A holder blocks in open(), never in a read on an open FILE: glibc's
+-- fflush(NULL) (which io.popen calls) locks every open FILE, so a FILE held
+-- by a thread blocked in read() would deadlock io.popen in the test.
+--
+-- The handles the test opens are never closed (kept in `keep` until the
+-- process exits): closing the `started` one while a worker is between its
+-- open() and write() would raise SIGPIPE and kill the whole process.
 --
 -- `g.hold`, `g.arrive` and `g.open` are plain Lua functions whose only
 -- upvalues are the two path strings, so they can be passed to (or captured
 -- by) a task: they are copied to the worker, where `io` is the worker's own
 -- io library.
--- A release is ONE byte and a holder reads exactly one byte, unbuffered:
--- a one-byte read is atomic, so several tasks (on several threads) can
--- share one gate and release(n) lets exactly n of them go.
 --
--- close() (also __close, and gate.close_all() for an after_each) writes
--- plenty of release bytes and unlinks both FIFOs: a task already past
--- open() reads one; a task that gets to hold() later finds no FIFO and
--- returns at once.  So cleanup never leaves a worker blocked.
+-- close() (also __close, and gate.close_all() for an after_each) opens the
+-- gate and unlinks both FIFOs: a holder already in open() returns; a task
+-- that gets to hold() later finds no FIFO and returns at once.  So cleanup
+-- never leaves a worker blocked.
 
 local gate = {}
 
@@ -51,56 +54,37 @@ local function must(ok, what)
   return ok
 end
 
--- Runs a shell command with its output sent to a file and returns that
--- output.  Never io.popen here: Lua's io.popen calls fflush(NULL), which
--- takes the lock of every open FILE, and a task blocked in hold() keeps its
--- FILE locked while it waits: the test would deadlock with its own task.
--- os.execute (system(3)) flushes nothing.
-local function capture(cmd)
-  local out = os.tmpname()
-  local ok = os.execute(cmd .. " > " .. sh_quote(out))
-  local f = io.open(out, "rb")
-  local text = f and f:read("a") or ""
-  if f then f:close() end
-  os.remove(out)
-  return text, ok
-end
-
--- Creates a new gate.
+-- Creates a new, closed gate.
 function gate.new()
-  local dir = must(capture("mktemp -d /tmp/weft-gate.XXXXXX"), "mktemp failed")
-  dir = must(dir:match("^(%S+)"), "mktemp printed nothing")
+  local p = must(io.popen("mktemp -d /tmp/weft-gate.XXXXXX"), "mktemp failed")
+  local dir = must(p:read("l"), "mktemp printed nothing")
+  p:close()
   local started, release = dir .. "/started", dir .. "/release"
   must(os.execute("mkfifo " .. sh_quote(started) .. " " .. sh_quote(release)),
        "mkfifo failed")
-  local started_fh = must(io.open(started, "r+"), "cannot open " .. started)
-  local release_fh = must(io.open(release, "r+"), "cannot open " .. release)
-  release_fh:setvbuf("no")
-  keep[#keep + 1] = started_fh
-  keep[#keep + 1] = release_fh
+  keep[#keep + 1] = must(io.open(started, "r+"), "cannot open " .. started)
 
   local g = setmetatable({
     dir = dir,
     started_path = started,
     release_path = release,
-    release_fh = release_fh,
+    opened = false,
     closed = false,
   }, Gate)
 
-  -- Runs inside a task: announce, then block until released.  Returns "go",
-  -- or nil when the gate was torn down before the task got to it.
+  -- Runs inside a task: announce, then block until the gate is open.
+  -- Returns "go", or nil when the gate was torn down before the task got
+  -- to it.
   g.hold = function()
     local w = io.open(started, "w")
     if w then
       w:write("started\n")
       w:close()
     end
-    local r = io.open(release, "r")
+    local r = io.open(release, "r")   -- blocks here until the gate opens
     if not r then return nil end
-    r:setvbuf("no")
-    local token = r:read(1)
     r:close()
-    return token and "go" or nil
+    return "go"
   end
 
   -- Runs inside a task: announces it like hold() but does not block (for a
@@ -113,13 +97,14 @@ function gate.new()
     end
   end
 
-  -- Runs inside a task: releases one holder of this gate (lets tasks
-  -- release each other without the test in between).
+  -- Runs inside a task: opens the gate (lets tasks release each other
+  -- without the test in between).  The handle is kept in a worker global
+  -- so the gate stays open until the pool shuts down.
   g.open = function()
-    local w = io.open(release, "w")
+    local w = io.open(release, "r+")
     if w then
-      w:write("g")
-      w:close()
+      WEFT_SPEC_OPEN_GATES = WEFT_SPEC_OPEN_GATES or {}
+      WEFT_SPEC_OPEN_GATES[#WEFT_SPEC_OPEN_GATES + 1] = w
     end
   end
 
@@ -135,22 +120,27 @@ function Gate:wait_started(n)
   local want = #"started\n" * n
   local cmd = "timeout 120 dd if=" .. sh_quote(self.started_path) ..
               " bs=1 count=" .. want .. " status=none"
-  local got = capture(cmd)
+  local p = must(io.popen(cmd), "cannot run dd")
+  local got = p:read("a")
+  p:close()
   if #got ~= want then
     error(("gate: expected %d task(s) to reach the gate, saw %d"):format(
       n, #got // #"started\n"), 2)
   end
 end
 
--- Lets `n` (default 1) holders go.
-function Gate:release(n)
-  if self.closed then return end
-  self.release_fh:write(string.rep("g", n or 1))
+-- Opens the gate: every holder, blocked now or arriving later, goes on.
+-- Opening an open gate does nothing.
+function Gate:release()
+  if self.opened or self.closed then return end
+  self.opened = true
+  keep[#keep + 1] = must(io.open(self.release_path, "r+"),
+                         "cannot open " .. self.release_path)
 end
 
 function Gate:close()
   if self.closed then return end
-  self:release(64)
+  self:release()
   self.closed = true
   live[self] = nil
   os.remove(self.started_path)
