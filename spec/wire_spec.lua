@@ -486,3 +486,25 @@ describe("decoding untrusted bytes", function()
     assert.is_true(weft.is(err, "serialization"))
   end)
 end)
+
+describe("the prototype cache", function()
+  it("works when closures are keyed by their bytes (WEFT_NO_PROTO_PEEK=1)", function()
+    local out = util.run_lua([[
+      local weft = require "weft"
+      local ex <close> = weft.threads { workers = 2 }
+      local fs = {}
+      for i = 1, 200 do
+        local x = i
+        fs[i] = ex:submit(function(y) return x + y end, 1000)
+      end
+      local sum = 0
+      for i = 1, 200 do sum = sum + fs[i]:result() end
+      local n = 0
+      local function inc() n = n + 1 return n end
+      local function get() return n end
+      local shared = ex:submit(function(i, g) i(); i(); return g() end, inc, get):result()
+      print("SUM", sum, "SHARED", shared)
+    ]], { WEFT_NO_PROTO_PEEK = "1" })
+    assert.truthy(out:find("SUM\t220100\tSHARED\t2", 1, true), out)
+  end)
+end)

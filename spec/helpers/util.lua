@@ -130,7 +130,7 @@ end
 -- Runs `source` in a child lua5.4 with this process's package paths and
 -- returns everything it printed on stdout and stderr, and whether it exited
 -- successfully.
-function util.run_lua(source)
+function util.run_lua(source, env)
   local script = util.tmpname() .. ".lua"
   local f = assert(io.open(script, "w"))
   f:write(("package.path = %q\npackage.cpath = %q\n"):format(
@@ -139,7 +139,9 @@ function util.run_lua(source)
   f:close()
   -- os.execute, not io.popen: see capture() in helpers/gate.lua.
   local outfile = util.tmpname()
-  local ok = os.execute("lua5.4 " .. script .. " > " .. outfile .. " 2>&1")
+  local prefix = ""
+  for k, v in pairs(env or {}) do prefix = prefix .. k .. "='" .. v .. "' " end
+  local ok = os.execute(prefix .. "lua5.4 " .. script .. " > " .. outfile .. " 2>&1")
   local f = assert(io.open(outfile, "rb"))
   local out = f:read("a")
   f:close()
