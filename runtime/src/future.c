@@ -275,8 +275,6 @@ void future_ref(future *f) {
   atomic_fetch_add_explicit(&f->refs, 1, memory_order_relaxed);
 }
 
-extern void pool_unref(struct pool *p);
-
 /* Drops what a dead future holds, except its home reference. */
 static void future_clear(future *f) {
   if (f->data != f->inline_data) free(f->data);
@@ -523,9 +521,7 @@ int home_dispatch(lua_State *L) {
   }
 }
 
-/* Sleeps on the home's condition until woken or `deadline` passes.  Caller
- * holds h->lock.  Returns 0 on wake-up, ETIMEDOUT after the deadline. */
-static int home_sleep(home *h, double deadline) {
+int home_sleep(home *h, double deadline) {
   int rc;
   h->sleeping = 1;
   if (deadline < 0) {
@@ -561,15 +557,8 @@ int future_wait(lua_State *L, future *f, double deadline) {
     if (f->has_callbacks) future_flush_callbacks(L, f);
     return 1;
   }
-  if (h != home_of(L)) {
-    /* Not ours (cannot happen through the API): poll politely. */
-    while (!FS_IS_FINAL(future_state(f))) {
-      struct timespec ts = {0, 1000000};
-      if (deadline >= 0 && weft_now() >= deadline) return 0;
-      nanosleep(&ts, NULL);
-    }
-    return 1;
-  }
+  /* A future is only reachable from the state that made it (futures are
+   * not copyable), so its home is the caller's. */
   atomic_store(&f->watched, 1);
   for (;;) {
     int timed_out = 0;
@@ -1027,9 +1016,6 @@ static int f_state(lua_State *L) {
   lua_pushstring(L, names[future_state(check_future(L, 1))]);
   return 1;
 }
-
-/* Hook for forced cancels (deadlines issue); 0 = not supported here. */
-extern int pool_force_cancel(struct pool *p, future *f);
 
 static int f_cancel(lua_State *L) {
   future *f = check_future(L, 1);

@@ -154,9 +154,17 @@ double weft_now(void);
  * raises kind config for negative, NaN or non-numbers. */
 double weft_opt_timeout(lua_State *L, int arg, const char *what);
 
+/* Reports f's error, once, if nobody looked at it (pools, at shutdown). */
+void future_report_failure(lua_State *L, future *f);
+/* Sleeps on the home's condition (caller holds h->lock) until signalled or
+ * `deadline` (weft_now() based, < 0 = none); returns ETIMEDOUT after it. */
+int home_sleep(home *h, double deadline);
+
 /* Hooks the pools give us (pool.c) so futures stay executor-agnostic. */
 void pool_on_dependency_settled(struct task *t, future *upstream,
                                 dlink **work);
 void pool_on_cancel(struct pool *p, future *f);
+int pool_force_cancel(struct pool *p, future *f);
+void pool_unref(struct pool *p);
 
 #endif

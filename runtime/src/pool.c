@@ -131,6 +131,11 @@ static void pool_enqueue(pool *p, task *t) {
     p->nfree--;
   }
   pthread_mutex_unlock(&p->lock);
+  if (p->kind == POOL_INLINE) {   /* the owner may wait in inline_run */
+    pthread_mutex_lock(&p->home->lock);
+    if (p->home->sleeping) pthread_cond_signal(&p->home->cond);
+    pthread_mutex_unlock(&p->home->lock);
+  }
 }
 
 /* Takes the next task, sleeping while there is none; NULL once the pool is
@@ -365,10 +370,7 @@ static void pool_report_failures(lua_State *L, pool *p, int all) {
   pthread_mutex_unlock(&p->lock);
   while ((l = list) != NULL) {
     list = l->next;
-    if (all) {
-      extern void future_report_failure(lua_State *L, future *f);
-      future_report_failure(L, l->f);
-    }
+    if (all) future_report_failure(L, l->f);
     if (!all && !l->f->observed && !l->f->reported && atomic_load(&l->f->refs) > 1) {
       l->next = keep;
       keep = l;
@@ -624,34 +626,28 @@ static void raise_encode_error(lua_State *L, pool *p, wire_enc *e, const char *w
   weft_error(L, WK_SERIALIZATION, "%s", lua_tostring(L, -1));
 }
 
-/* For the inline executor: wait for the dependencies, then run. */
-static void inline_after_submit(lua_State *L, pool *p, int fidx) {
+/* The inline executor runs the task submitted last (future at fidx)
+ * before submit returns.  If it waits on dependencies, the thread that
+ * settles the last of them queues it (pool_enqueue then wakes us), or fails
+ * it; meanwhile this state keeps running its done-callbacks, which may be
+ * what settles a dependency. */
+static void inline_run(lua_State *L, pool *p, int fidx) {
   future *f = future_check(L, fidx);
-  (void)f;
-  pthread_mutex_lock(&p->lock);
-  while (p->head == NULL && !FS_IS_FINAL(future_state(f))) {
-    /* dependencies outstanding: wait for the first unfinished one */
-    task *w;
-    future *dep = NULL;
-    size_t i;
-    for (w = p->waiting; w && !dep; w = w->wnext)
-      if (w->f == f)
-        for (i = 0; i < w->ndeps && !dep; i++)
-          if (!FS_IS_FINAL(future_state(w->deps[i]))) {
-            dep = w->deps[i];
-            future_ref(dep);
-          }
-    pthread_mutex_unlock(&p->lock);
-    if (dep) {
-      future_wait(L, dep, -1);
-      future_unref(dep);
-    } else {
-      home_dispatch(L);
-    }
-    pthread_mutex_lock(&p->lock);
+  home *h = p->home;
+  atomic_store(&f->watched, 1);
+  for (;;) {
+    inline_drain(L, p);
+    if (FS_IS_FINAL(future_state(f))) break;
+    home_dispatch(L);
+    pthread_mutex_lock(&h->lock);
+    h->waiting_on = f;
+    while (atomic_load(&p->qlen) == 0 && !FS_IS_FINAL(future_state(f)) &&
+           h->done_head == NULL)
+      home_sleep(h, -1);
+    h->waiting_on = NULL;
+    pthread_mutex_unlock(&h->lock);
   }
-  pthread_mutex_unlock(&p->lock);
-  inline_drain(L, p);
+  home_dispatch(L);
 }
 
 /* ex:submit(fn, ...) -> future */
@@ -669,7 +665,7 @@ static int ex_submit(lua_State *L) {
   for (i = 3; i <= n; i++)
     if (wire_put(&e, i, "argument", i - 2)) raise_encode_error(L, p, &e, "submit");
   submit_encoded(L, p, &e);
-  if (p->kind == POOL_INLINE) inline_after_submit(L, p, lua_gettop(L));
+  if (p->kind == POOL_INLINE) inline_run(L, p, lua_gettop(L));
   return 1;
 }
 
@@ -691,7 +687,7 @@ static int ex_submit_chunk(lua_State *L) {
     lua_pop(L, 1);
   }
   submit_encoded(L, p, &e);
-  if (p->kind == POOL_INLINE) inline_after_submit(L, p, lua_gettop(L));
+  if (p->kind == POOL_INLINE) inline_run(L, p, lua_gettop(L));
   return 1;
 }
 
