@@ -52,14 +52,13 @@ int luaopen_weft_core(lua_State *L);
 
 void pool_ref(pool *p) { atomic_fetch_add(&p->refs, 1); }
 
-/* Drops what a task holds; its memory stays for reuse. */
+/* Drops what a task holds; its memory stays for reuse (and is not
+ * written: the submitter re-initializes it). */
 static void task_clear(task *t) {
   size_t i;
   for (i = 0; i < t->nblobs; i++) proto_blob_unref(t->blobs[i]);
   for (i = 0; i < t->ndeps; i++) future_unref(t->deps[i]);
   future_unref(t->f);
-  t->nblobs = t->ndeps = 0;
-  t->f = NULL;
 }
 
 static void task_free(task *t) {
@@ -67,14 +66,10 @@ static void task_free(task *t) {
   free(t);
 }
 
-#define MAX_FREE_TASKS 64
-
-/* Caller holds p->lock.  Returns t when the free list is full. */
+/* Caller holds p->lock.  Returns t when the free stack is full. */
 static task *task_recycle_locked(pool *p, task *t) {
-  if (p->nfree >= MAX_FREE_TASKS) return t;
-  t->next = p->free_tasks;
-  p->free_tasks = t;
-  p->nfree++;
+  if (p->nfree >= POOL_FREE_TASKS) return t;
+  p->free_tasks[p->nfree++] = t;
   return NULL;
 }
 
@@ -86,11 +81,7 @@ void pool_unref(pool *p) {
     future_unref(l->f);
     free(l);
   }
-  while (p->free_tasks) {
-    task *t = p->free_tasks;
-    p->free_tasks = t->next;
-    free(t);
-  }
+  while (p->nfree > 0) free(p->free_tasks[--p->nfree]);
   free(p->spare);
   proto_keep_free(&p->blobs);
   free(p->init_msg);
@@ -125,11 +116,8 @@ static void pool_enqueue(pool *p, task *t) {
     p->nwaking++;
     pthread_cond_signal(&p->work);
   }
-  if (p->spare == NULL && p->free_tasks) {   /* for the owner's next submit */
-    p->spare = p->free_tasks;
-    p->free_tasks = p->spare->next;
-    p->nfree--;
-  }
+  if (p->spare == NULL && p->nfree > 0)   /* for the owner's next submit */
+    p->spare = p->free_tasks[--p->nfree];
   pthread_mutex_unlock(&p->lock);
   if (p->kind == POOL_INLINE) {   /* the owner may wait in inline_run */
     pthread_mutex_lock(&p->home->lock);

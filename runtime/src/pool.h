@@ -40,6 +40,7 @@ typedef struct flink {
 } flink;
 
 #define CACHE_LINE 64
+#define POOL_FREE_TASKS 64
 
 /* A worker's counters, written only by that worker (the inline executor's
  * single slot by its owner), read by stats(). */
@@ -79,8 +80,10 @@ typedef struct pool {
   int spinning;                  /* a worker polls the queue before sleeping */
   int shutdown;                  /* no more submits (read unlocked by owner) */
   /* Finished tasks come back from the workers for reuse, so task memory
-   * does not ping-pong between malloc arenas. */
-  task *free_tasks;
+   * does not ping-pong between malloc arenas.  A stack of pointers, not a
+   * list through the tasks: a worker never writes into a task it is done
+   * with, so the submitter does not have to fetch that line back. */
+  task *free_tasks[POOL_FREE_TASKS];
   int nfree;
   flink *failed;                 /* failed futures, for the shutdown report */
   atomic_long nfailed;           /* its length (read by the owner unlocked) */
