@@ -21,6 +21,7 @@
 
 #include <lauxlib.h>
 #include <lualib.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,9 +29,6 @@
 
 #include "run.h"
 #include "wire.h"
-
-#include <sched.h>
-#include <time.h>
 
 #define EXECUTOR_MT "weft.Executor"
 /* How long an idle worker polls the queue before it sleeps: a submitter
@@ -418,11 +416,8 @@ static void pool_shutdown(lua_State *L, pool *p, int wait, int cancel) {
     home *h = p->home;
     while (atomic_load(&p->nalive) > 0) {
       home_dispatch(L);
-      pthread_mutex_lock(&h->lock);
-      h->sleeping = 1;
-      if (atomic_load(&p->nalive) > 0 && h->done_head == NULL)
-        pthread_cond_wait(&h->cond, &h->lock);
-      h->sleeping = 0;
+      pthread_mutex_lock(&h->lock);   /* exiting workers signal it */
+      if (atomic_load(&p->nalive) > 0 && h->done_head == NULL) home_sleep(h, -1);
       pthread_mutex_unlock(&h->lock);
     }
     for (i = 0; i < (size_t)p->nworkers; i++)
