@@ -36,6 +36,7 @@
 static const char HOME_KEY = 'h';       /* registry: this state's home */
 static const char CALLBACKS = 'c';      /* registry: future ptr -> {ud, cb...} */
 static const char REPORTER = 'r';       /* registry: function(err) or nil */
+static const char FUTURE_MT_KEY = 'f';  /* registry: the future metatable */
 
 static const char *const kind_names[WK_COUNT] = {
     "none", "task", "timeout", "cancelled", "dependency", "shutdown",
@@ -869,7 +870,8 @@ static future *check_future(lua_State *L, int idx) {
 void future_push(lua_State *L, future *f) {
   future **fp = lua_newuserdatauv(L, sizeof *fp, 1);
   *fp = f;
-  luaL_setmetatable(L, FUTURE_MT);
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &FUTURE_MT_KEY);   /* by pointer: no string */
+  lua_setmetatable(L, -2);
 }
 
 static void report(lua_State *L, int err) {
@@ -1164,7 +1166,7 @@ static int f_set_exception(lua_State *L) {
 }
 
 static int f_gc(lua_State *L) {
-  future **fp = luaL_checkudata(L, 1, FUTURE_MT);
+  future **fp = lua_touserdata(L, 1);   /* only ever called on futures */
   future *f = *fp;
   if (f == NULL) return 0;
   if (future_state(f) == FS_FAILED && !f->observed && !f->reported) {
@@ -1278,7 +1280,7 @@ void future_open(lua_State *L) {
   lua_setfield(L, -2, "__tostring");
   lua_pushliteral(L, "weft.Future");
   lua_setfield(L, -2, "__name");
-  lua_pop(L, 1);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &FUTURE_MT_KEY);
   luaL_newmetatable(L, ERROR_MT);
   lua_pushcfunction(L, error_tostring);
   lua_setfield(L, -2, "__tostring");
