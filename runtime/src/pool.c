@@ -3,9 +3,16 @@
  *
  * Thread pool: N worker threads, each owning a lua_State opened with the
  * standard libraries, the creator's package.path/cpath, weft.core preloaded
- * and the pool's init function run once.  Tasks wait in one FIFO guarded by
- * pool->lock; a submit signals the condition only when a worker sleeps on
- * it, so a busy pool takes no system call per task.
+ * and the pool's init function run once.
+ *
+ * Two queues feed the workers.  The owner's submits go through a lock-free
+ * ring (one producer, the workers consume with a CAS), so a submit takes no
+ * lock and, while a worker is busy or polling, no system call.  Tasks
+ * released by a dependency (on whatever thread settled it) and overflow
+ * from a full ring go to a FIFO guarded by pool->lock.  A worker that finds
+ * both empty polls them briefly, then sleeps on pool->work; the owner wakes
+ * one only when it sees a sleeper (a fence on each side, as in Dekker's
+ * algorithm, so no wake-up is lost).
  *
  * A task whose arguments hold futures waits on pool->waiting until the last
  * of them settles (future.c calls pool_on_dependency_settled on whatever
@@ -80,7 +87,8 @@ void pool_unref(pool *p) {
     free(l);
   }
   while (p->nfree > 0) free(p->free_tasks[--p->nfree]);
-  free(p->spare);
+  while (p->nspares > 0) free(p->spares[--p->nspares]);
+  free(p->ring);
   proto_keep_free(&p->blobs);
   free(p->init_msg);
   buf_free(&p->encbuf);
@@ -108,14 +116,12 @@ static void pool_enqueue(pool *p, task *t) {
   if (p->tail) p->tail->next = t; else p->head = t;
   p->tail = t;
   atomic_fetch_add_explicit(&p->qlen, 1, memory_order_release);
-  /* Wake a sleeper unless a worker is polling the queue or enough are
-   * already on their way up: a busy pool takes tasks with no system call. */
-  if (!p->spinning && p->nidle > p->nwaking) {
+  /* Wake a sleeper unless a worker is polling the queues or enough are
+   * already on their way up. */
+  if (!atomic_load(&p->spinning) && atomic_load(&p->nidle) > p->nwaking) {
     p->nwaking++;
     pthread_cond_signal(&p->work);
   }
-  if (p->spare == NULL && p->nfree > 0)   /* for the owner's next submit */
-    p->spare = p->free_tasks[--p->nfree];
   pthread_mutex_unlock(&p->lock);
   if (p->kind == POOL_INLINE) {   /* the owner may wait in inline_run */
     pthread_mutex_lock(&p->home->lock);
@@ -124,42 +130,108 @@ static void pool_enqueue(pool *p, task *t) {
   }
 }
 
+/* === the owner's ring ==================================================== */
+
+/* Owner only.  Returns 0 when the ring is full. */
+static int ring_push(pool *p, task *t) {
+  size_t pos = p->ring_tail;
+  ring_cell *c = &p->ring[pos & (POOL_RING - 1)];
+  if (atomic_load_explicit(&c->seq, memory_order_acquire) != pos) return 0;
+  c->t = t;
+  /* seq_cst: ordered before the owner's look at nidle (pool_submit_ready) */
+  atomic_store_explicit(&c->seq, pos + 1, memory_order_seq_cst);
+  p->ring_tail = pos + 1;
+  return 1;
+}
+
+/* Any thread; NULL when the ring is empty. */
+static task *ring_pop(pool *p) {
+  size_t pos = atomic_load_explicit(&p->ring_head, memory_order_relaxed);
+  for (;;) {
+    ring_cell *c = &p->ring[pos & (POOL_RING - 1)];
+    size_t seq = atomic_load_explicit(&c->seq, memory_order_acquire);
+    if (seq == pos + 1) {
+      if (atomic_compare_exchange_weak_explicit(&p->ring_head, &pos, pos + 1,
+                                                memory_order_relaxed,
+                                                memory_order_relaxed)) {
+        task *t = c->t;
+        atomic_store_explicit(&c->seq, pos + POOL_RING, memory_order_release);
+        return t;
+      }
+    } else if (seq < pos + 1) {
+      return NULL;   /* empty */
+    } else {
+      pos = atomic_load_explicit(&p->ring_head, memory_order_relaxed);
+    }
+  }
+}
+
+static int ring_nonempty(pool *p) {
+  size_t pos = atomic_load(&p->ring_head);
+  return atomic_load(&p->ring[pos & (POOL_RING - 1)].seq) == pos + 1;
+}
+
+/* Owner: queues a ready task, through the ring when it has room. */
+static void pool_submit_ready(pool *p, task *t) {
+  if (p->ring == NULL || !ring_push(p, t)) {
+    pool_enqueue(p, t);
+    return;
+  }
+  /* Dekker with pool_take, all seq_cst: we published the task, then look
+   * at nidle; a worker counts itself in nidle, then looks at the ring.
+   * One of the two sees the other. */
+  if (atomic_load(&p->nidle) > 0 && !atomic_load(&p->spinning)) {
+    pthread_mutex_lock(&p->lock);
+    if (!atomic_load(&p->spinning) && atomic_load(&p->nidle) > p->nwaking) {
+      p->nwaking++;
+      pthread_cond_signal(&p->work);
+    }
+    pthread_mutex_unlock(&p->lock);
+  }
+}
+
 /* Takes the next task, sleeping while there is none; NULL once the pool is
  * shut down and nothing is queued or waiting on dependencies.  `done`, a
- * finished task (cleared), goes back to the free list on the way. */
+ * finished task, goes back to the free stack on the way. */
 static task *pool_take(pool *p, task *done) {
   task *t;
+  if (done == NULL && (t = ring_pop(p)) != NULL) return t;
   pthread_mutex_lock(&p->lock);
   if (done) done = task_recycle_locked(p, done);
-  while (p->head == NULL && !(p->shutdown && p->waiting == NULL)) {
-    if (!p->spinning && p->nworkers > 1) {
+  for (;;) {
+    if ((t = p->head) != NULL) {
+      p->head = t->next;
+      if (p->head == NULL) p->tail = NULL;
+      atomic_fetch_sub_explicit(&p->qlen, 1, memory_order_relaxed);
+      break;
+    }
+    if ((t = ring_pop(p)) != NULL) break;
+    if (p->shutdown && p->waiting == NULL) {
+      pthread_cond_broadcast(&p->work);   /* let the others see the end too */
+      break;
+    }
+    if (!atomic_load(&p->spinning) && p->nworkers > 1) {
       /* Poll a little before sleeping (one poller at a time, so the
        * others leave the CPU to the submitter). */
       double until = weft_now() + SPIN_SECONDS;
       int found = 0, spins = 0;
-      p->spinning = 1;
+      atomic_store(&p->spinning, 1);
       pthread_mutex_unlock(&p->lock);
-      while (!(found = atomic_load_explicit(&p->qlen, memory_order_acquire) > 0)) {
+      while (!(found = ring_nonempty(p) ||
+                       atomic_load_explicit(&p->qlen, memory_order_acquire) > 0)) {
         if ((++spins & 63) == 0 && weft_now() > until) break;
         cpu_relax();
       }
       pthread_mutex_lock(&p->lock);
-      p->spinning = 0;
-      if (found || p->head) continue;
-      if (p->shutdown && p->waiting == NULL) break;
+      atomic_store(&p->spinning, 0);
+      if (found) continue;
     }
-    p->nidle++;
-    pthread_cond_wait(&p->work, &p->lock);
-    p->nidle--;
+    /* Count ourselves idle, then look once more (see pool_submit_ready). */
+    atomic_fetch_add(&p->nidle, 1);
+    if (!ring_nonempty(p) && p->head == NULL && !(p->shutdown && p->waiting == NULL))
+      pthread_cond_wait(&p->work, &p->lock);
+    atomic_fetch_sub(&p->nidle, 1);
     if (p->nwaking > 0) p->nwaking--;
-  }
-  t = p->head;
-  if (t) {
-    p->head = t->next;
-    if (p->head == NULL) p->tail = NULL;
-    atomic_fetch_sub_explicit(&p->qlen, 1, memory_order_relaxed);
-  } else {
-    pthread_cond_broadcast(&p->work);   /* let the others see the end too */
   }
   pthread_mutex_unlock(&p->lock);
   free(done);
@@ -395,6 +467,15 @@ static void pool_shutdown(lua_State *L, pool *p, int wait, int cancel) {
     queued = p->head;
     p->head = p->tail = NULL;
     atomic_store(&p->qlen, 0);
+    if (p->ring) {   /* the ring's tasks too, in order, behind the list */
+      task **last = &queued;
+      while (*last) last = &(*last)->next;
+      while ((t = ring_pop(p)) != NULL) {
+        t->next = NULL;
+        *last = t;
+        last = &t->next;
+      }
+    }
   }
   pthread_cond_broadcast(&p->work);
   pthread_mutex_unlock(&p->lock);
@@ -515,12 +596,17 @@ static void submit_encoded(lua_State *L, pool *p, wire_enc *e) {
   size_t ptrs = (e->nblobs + e->ndeps) * sizeof(void *);
   size_t need = sizeof(task) + ptrs + e->out.len;
   future *f = future_new(p->home, p);
-  task *t = p->spare;
+  task *t = NULL;
   size_t i;
   int failed_dep = -1;
-  if (t && t->size >= need) {
-    p->spare = NULL;
-  } else {
+  if (p->nspares == 0) {   /* a batch of finished tasks, one lock for 16 */
+    pthread_mutex_lock(&p->lock);
+    while (p->nfree > 0 && p->nspares < POOL_SPARES)
+      p->spares[p->nspares++] = p->free_tasks[--p->nfree];
+    pthread_mutex_unlock(&p->lock);
+  }
+  if (p->nspares > 0 && p->spares[p->nspares - 1]->size >= need) t = p->spares[--p->nspares];
+  if (t == NULL) {
     t = malloc(need < 256 ? 256 : need);
     if (t) t->size = need < 256 ? 256 : need;
   }
@@ -560,7 +646,7 @@ static void submit_encoded(lua_State *L, pool *p, wire_enc *e) {
   }
   if (t->ndeps == 0) {
     atomic_init(&t->pending, 0);
-    pool_enqueue(p, t);
+    pool_submit_ready(p, t);
     return;
   }
   atomic_init(&t->pending, (int)t->ndeps + 1);
@@ -754,6 +840,13 @@ static int l_pool(lua_State *L) {
   }
   if (p->kind == POOL_THREADS) {
     pthread_attr_t attr;
+    size_t k;
+    p->ring = aligned_alloc(CACHE_LINE, POOL_RING * sizeof *p->ring);
+    if (p->ring == NULL) return luaL_error(L, "weft: out of memory");
+    for (k = 0; k < POOL_RING; k++) {
+      atomic_init(&p->ring[k].seq, k);
+      p->ring[k].t = NULL;
+    }
     pthread_attr_init(&attr);
     pthread_attr_setstacksize(&attr, WORKER_STACK);
     for (i = 0; i < p->nworkers; i++) {

@@ -41,6 +41,16 @@ typedef struct flink {
 
 #define CACHE_LINE 64
 #define POOL_FREE_TASKS 64
+#define POOL_SPARES 16
+#define POOL_RING 1024           /* owner-submitted tasks in flight, lock-free */
+
+/* A slot of the owner's submission ring (Vyukov's bounded queue with one
+ * producer): seq == pos when free for the producer's pos, pos + 1 when it
+ * holds the task for the consumers' pos. */
+typedef struct ring_cell {
+  atomic_size_t seq;
+  struct task *t;
+} ring_cell;
 
 /* A worker's counters, written only by that worker (the inline executor's
  * single slot by its owner), read by stats(). */
@@ -69,15 +79,14 @@ typedef struct pool {
   char *path, *cpath;            /* package.path/cpath for worker states */
   char *init_msg;                /* encoded init call, or NULL */
   size_t init_len;
+  ring_cell *ring;               /* POOL_RING cells (thread pools only) */
 
   /* === the queue: guarded by lock =======================================*/
   _Alignas(CACHE_LINE) pthread_mutex_t lock;   /* rank 1 ("pool"); may take a home lock */
   pthread_cond_t work;           /* tasks queued, or shutdown */
   task *head, *tail;             /* ready to run */
   task *waiting;                 /* accepted, waiting on dependencies */
-  int nidle;                     /* workers asleep on `work` */
-  int nwaking;                   /* of those, signalled and not yet up */
-  int spinning;                  /* a worker polls the queue before sleeping */
+  int nwaking;                   /* sleepers signalled and not yet up */
   int shutdown;                  /* no more submits (read unlocked by owner) */
   /* Finished tasks come back from the workers for reuse, so task memory
    * does not ping-pong between malloc arenas.  A stack of pointers, not a
@@ -92,12 +101,21 @@ typedef struct pool {
   /* === the owner's thread only ===========================================*/
   _Alignas(CACHE_LINE) atomic_int refs;   /* counted by the owner's futures */
   int joined;
-  task *spare;                   /* taken from free_tasks for the next submit */
+  task *spares[POOL_SPARES];     /* taken from free_tasks in batches */
+  int nspares;
+  size_t ring_tail;              /* the producer's position in `ring` */
   buf encbuf;                    /* the encode buffer, reused */
   proto_keep blobs;              /* every function blob sent to this pool */
   atomic_long submitted;         /* written by the owner, read by stats */
   atomic_long cancelled;         /* cancels come from the owner's thread */
   long prune_at;                 /* prune `failed` when it grows past this */
+
+  /* === the consumers' position in `ring` ================================*/
+  _Alignas(CACHE_LINE) atomic_size_t ring_head;
+
+  /* === sleepers: changed by workers going idle, read by every submit ====*/
+  _Alignas(CACHE_LINE) atomic_int nidle;   /* workers asleep on `work` */
+  atomic_int spinning;           /* a worker polls the queues before sleeping */
 
   /* === rare, from any thread =============================================*/
   _Alignas(CACHE_LINE) atomic_long dep_failed;   /* failed by a dependency */
