@@ -394,3 +394,66 @@ describe("weft.threads", function()
     end)
   end)
 end)
+
+describe("Ctrl-C", function()
+  -- A child lua5.4 waits on something that never finishes; once it says so
+  -- (through a FIFO: an event, not a sleep) the shell sends SIGINT.  lua.c
+  -- turns SIGINT into a hook; the wait must notice it and let it raise.
+  local function interrupted_while(waiting_code)
+    local dir = util.tmpname()
+    assert(os.execute("mkdir " .. dir .. " && mkfifo " .. dir .. "/ready"))
+    local script = dir .. "/child.lua"
+    local f = assert(io.open(script, "w"))
+    f:write(("package.path = %q\npackage.cpath = %q\n"):format(package.path, package.cpath))
+    f:write(([[
+      local weft = require "weft"
+      local ex = weft.threads { workers = 1 }
+      local never = weft.future()
+      local ok, err = pcall(function()
+        -- announce from inside the protected call: wherever SIGINT lands
+        -- from here on, the error it raises is caught below
+        local ready = assert(io.open(%q, "w"))
+        ready:write("ready\n")
+        ready:close()
+        %s
+      end)
+      print("AFTER", ok, tostring(err))
+      never:set_result(1)
+      ex:shutdown()
+    ]]):format(dir .. "/ready", waiting_code))
+    f:close()
+    local ok = os.execute(([[timeout 60 sh -c '
+      lua5.4 %s > %s/out 2>&1 &
+      pid=$!
+      read line < %s/ready
+      kill -INT $pid
+      wait $pid']]):format(script, dir, dir))
+    local out = assert(io.open(dir .. "/out")):read("a")
+    os.execute("rm -rf " .. dir)
+    return ok, out
+  end
+
+  it("interrupts f:result() on a future that never finishes", function()
+    local ok, out = interrupted_while("never:result()")
+    assert.is_true(ok, out)
+    assert.matches("AFTER\tfalse\t.*interrupted", out)
+  end)
+
+  it("interrupts weft.wait", function()
+    local ok, out = interrupted_while("weft.wait({ never })")
+    assert.is_true(ok, out)
+    assert.matches("AFTER\tfalse\t.*interrupted", out)
+  end)
+
+  it("interrupts as_completed", function()
+    local ok, out = interrupted_while("for _ in weft.as_completed({ never }) do end")
+    assert.is_true(ok, out)
+    assert.matches("AFTER\tfalse\t.*interrupted", out)
+  end)
+
+  it("interrupts a wait on a thread task's dependency", function()
+    local ok, out = interrupted_while("ex:submit(function(x) return x end, never):result()")
+    assert.is_true(ok, out)
+    assert.matches("AFTER\tfalse\t.*interrupted", out)
+  end)
+end)

@@ -536,6 +536,34 @@ int home_sleep(home *h, double deadline) {
   return rc;
 }
 
+/* How often a sleeping wait looks for a pending interrupt. */
+#define WATCH_SLICE 0.1
+
+void home_watch_init(lua_State *L, home_watch *w) {
+  w->hook = lua_gethook(L);
+  w->mask = lua_gethookmask(L);
+}
+
+int home_sleep_watch(lua_State *L, home *h, double deadline, home_watch *w) {
+  double until = weft_now() + WATCH_SLICE;
+  if (deadline >= 0 && deadline < until) until = deadline;
+  if (home_sleep(h, until) != ETIMEDOUT) return 0;
+  if (deadline >= 0 && weft_now() >= deadline) return ETIMEDOUT;
+  if (lua_gethook(L) != w->hook || lua_gethookmask(L) != w->mask) return EINTR;
+  return 0;
+}
+
+static int noop(lua_State *L) {
+  (void)L;
+  return 0;
+}
+
+void home_deliver_interrupt(lua_State *L, home_watch *w) {
+  lua_pushcfunction(L, noop);
+  lua_call(L, 0, 0);          /* the call hook runs here, and may raise */
+  home_watch_init(L, w);      /* it did not (a debugger's hook): go on */
+}
+
 /* Runs f's done-callbacks before a wait on f returns.  A completer stores
  * the final state before its notify queues the callbacks, so a waiter can
  * see f final first; when callbacks were registered while f was pending,
@@ -560,21 +588,24 @@ int future_wait(lua_State *L, future *f, double deadline) {
   }
   /* A future is only reachable from the state that made it (futures are
    * not copyable), so its home is the caller's. */
+  home_watch watch;
+  home_watch_init(L, &watch);
   atomic_store(&f->watched, 1);
   for (;;) {
-    int timed_out = 0;
+    int rc = 0;
     home_dispatch(L);
     pthread_mutex_lock(&h->lock);
     h->waiting_on = f;
-    while (!FS_IS_FINAL(future_state(f)) && h->done_head == NULL && !timed_out)
-      timed_out = home_sleep(h, deadline) == ETIMEDOUT;
+    while (!FS_IS_FINAL(future_state(f)) && h->done_head == NULL && rc == 0)
+      rc = home_sleep_watch(L, h, deadline, &watch);
     h->waiting_on = NULL;
     pthread_mutex_unlock(&h->lock);
     if (FS_IS_FINAL(future_state(f))) {
       future_flush_callbacks(L, f);
       return 1;
     }
-    if (timed_out) return 0;
+    if (rc == ETIMEDOUT) return 0;
+    if (rc == EINTR) home_deliver_interrupt(L, &watch);
   }
 }
 
@@ -698,14 +729,25 @@ static int l_wait(lua_State *L) {
   if ((rc = waiter_init(L, &w, 1, &pos)) != 0) bad_future_arg(L, 1, rc);
   waiter_install(h, &w, mode);
   for (;;) {
-    int ready, timed_out = 0;
+    int ready;
+    home_watch watch;
+    home_watch_init(L, &watch);
     home_dispatch(L);
+    rc = 0;
     pthread_mutex_lock(&h->lock);
-    while (!w.ready && h->done_head == NULL && !timed_out)
-      timed_out = home_sleep(h, deadline) == ETIMEDOUT;
+    while (!w.ready && h->done_head == NULL && rc == 0)
+      rc = home_sleep_watch(L, h, deadline, &watch);
     ready = w.ready;
     pthread_mutex_unlock(&h->lock);
-    if (ready || timed_out) break;
+    if (ready || rc == ETIMEDOUT) break;
+    if (rc == EINTR) {
+      /* nothing of ours may be left hanging on the futures if it raises */
+      free(pos);
+      waiter_free(h, &w);
+      home_deliver_interrupt(L, &watch);
+      lua_settop(L, 3);
+      return l_wait(L);         /* not interrupted after all: start over */
+    }
   }
   waiter_uninstall(h, &w);
   for (i = 0; i < w.n; i++)
@@ -776,7 +818,8 @@ static int ac_next(lua_State *L) {
     if (a->first[i] && !a->given[i]) return ac_yield(L, ud, a, i);
   }
   for (;;) {
-    int timed_out = 0;
+    int timed_out = 0, rc = 0;
+    home_watch watch;
     if (a->yielded == a->w.n) {
       ac_free(h, a);
       return 0;
@@ -791,10 +834,16 @@ static int ac_next(lua_State *L) {
     }
     pthread_mutex_unlock(&h->lock);
     home_dispatch(L);
+    home_watch_init(L, &watch);
     pthread_mutex_lock(&h->lock);
-    while (a->fin_taken == a->w.nfin && h->done_head == NULL && !timed_out)
-      timed_out = home_sleep(h, a->deadline) == ETIMEDOUT;
+    while (a->fin_taken == a->w.nfin && h->done_head == NULL && rc == 0)
+      rc = home_sleep_watch(L, h, a->deadline, &watch);
     pthread_mutex_unlock(&h->lock);
+    timed_out = rc == ETIMEDOUT;
+    if (rc == EINTR) {
+      home_deliver_interrupt(L, &watch);   /* the iterator's __close cleans up */
+      rc = 0;
+    }
     if (timed_out) {
       size_t left = a->w.n - a->yielded;
       ac_free(h, a);

@@ -154,6 +154,24 @@ double weft_now(void);
  * raises kind config for negative, NaN or non-numbers. */
 double weft_opt_timeout(lua_State *L, int arg, const char *what);
 
+/* Interrupts.  lua.c (and the weft REPL) stop a running state on Ctrl-C by
+ * installing a hook from the signal handler; the hook raises at the next
+ * call or instruction.  A wait runs none, so it sleeps in slices and, when
+ * the state's hook changes, returns EINTR from home_sleep_watch: the caller
+ * releases what it holds and calls home_deliver_interrupt, which makes the
+ * hook run (raising "interrupted!" for Ctrl-C). */
+typedef struct home_watch {
+  lua_Hook hook;
+  int mask;
+} home_watch;
+
+void home_watch_init(lua_State *L, home_watch *w);
+/* Caller holds h->lock.  Returns 0 (woken, or a slice ended), ETIMEDOUT
+ * (deadline passed) or EINTR (an interrupt is pending). */
+int home_sleep_watch(lua_State *L, home *h, double deadline, home_watch *w);
+/* Lets a pending hook run; may raise.  Call with no lock held. */
+void home_deliver_interrupt(lua_State *L, home_watch *w);
+
 /* Reports f's error, once, if nobody looked at it (pools, at shutdown). */
 void future_report_failure(lua_State *L, future *f);
 /* Sleeps on the home's condition (caller holds h->lock) until signalled or

@@ -28,7 +28,9 @@
 
 #include <lauxlib.h>
 #include <lualib.h>
+#include <errno.h>
 #include <sched.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -703,18 +705,22 @@ static void raise_encode_error(lua_State *L, pool *p, wire_enc *e, const char *w
 static void inline_run(lua_State *L, pool *p, int fidx) {
   future *f = future_check(L, fidx);
   home *h = p->home;
+  home_watch watch;
   atomic_store(&f->watched, 1);
   for (;;) {
+    int rc = 0;
     inline_drain(L, p);
     if (FS_IS_FINAL(future_state(f))) break;
     home_dispatch(L);
+    home_watch_init(L, &watch);
     pthread_mutex_lock(&h->lock);
     h->waiting_on = f;
     while (atomic_load(&p->qlen) == 0 && !FS_IS_FINAL(future_state(f)) &&
-           h->done_head == NULL)
-      home_sleep(h, -1);
+           h->done_head == NULL && rc == 0)
+      rc = home_sleep_watch(L, h, -1, &watch);
     h->waiting_on = NULL;
     pthread_mutex_unlock(&h->lock);
+    if (rc == EINTR) home_deliver_interrupt(L, &watch);
   }
   home_dispatch(L);
 }
@@ -847,8 +853,17 @@ static int l_pool(lua_State *L) {
       atomic_init(&p->ring[k].seq, k);
       p->ring[k].t = NULL;
     }
+    sigset_t all, old;
     pthread_attr_init(&attr);
     pthread_attr_setstacksize(&attr, WORKER_STACK);
+    /* Workers start with asynchronous signals blocked, so Ctrl-C and
+     * friends always reach the threads of the program itself. */
+    sigfillset(&all);
+    sigdelset(&all, SIGSEGV);
+    sigdelset(&all, SIGBUS);
+    sigdelset(&all, SIGFPE);
+    sigdelset(&all, SIGILL);
+    pthread_sigmask(SIG_BLOCK, &all, &old);
     for (i = 0; i < p->nworkers; i++) {
       worker *w = &p->workers[i];
       w->pool = p;
@@ -865,6 +880,7 @@ static int l_pool(lua_State *L) {
       }
       w->running = 1;
     }
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
     pthread_attr_destroy(&attr);
   }
   return 1;
