@@ -29,7 +29,6 @@ local min, max, ceil = math.min, math.max, math.ceil
 local function raise(kind, fmt, ...)
   error(core.error(kind, string.format(fmt, ...)), 0)
 end
-weft._raise = raise
 
 -- === options =============================================================
 

@@ -990,6 +990,19 @@ static void push_outcome(lua_State *L, int ud, future *f) {
   lua_setiuservalue(L, ud, 1);
 }
 
+/* Reports f's error once if nobody looked at it: from the outcome cached in
+ * its userdata at `ud` when there is one (the very error object), else
+ * decoded afresh. */
+static void report_failure(lua_State *L, future *f, int ud) {
+  if (future_state(f) != FS_FAILED || f->observed || f->reported) return;
+  f->reported = 1;
+  if (ud) push_outcome(L, ud, f); else future_push_error(L, f);
+  report(L, -1);
+  lua_pop(L, 1);
+}
+
+void future_report_failure(lua_State *L, future *f) { report_failure(L, f, 0); }
+
 static void wait_or_timeout(lua_State *L, future *f, int arg) {
   double timeout = weft_opt_timeout(L, arg, "timeout");
   if (!future_wait(L, f, timeout < 0 ? -1 : weft_now() + timeout))
@@ -1218,12 +1231,7 @@ static int f_gc(lua_State *L) {
   future **fp = lua_touserdata(L, 1);   /* only ever called on futures */
   future *f = *fp;
   if (f == NULL) return 0;
-  if (future_state(f) == FS_FAILED && !f->observed && !f->reported) {
-    f->reported = 1;
-    lua_settop(L, 1);
-    push_outcome(L, 1, f);
-    report(L, -1);
-  }
+  report_failure(L, f, 1);
   *fp = NULL;
   future_unref_at_home(f);
   return 0;
@@ -1239,16 +1247,6 @@ static int f_tostring(lua_State *L) {
   return 1;
 }
 
-/* Reports a failed, unobserved future (used by pools at shutdown). */
-void future_report_unobserved(lua_State *L, int ud) {
-  future *f = check_future(L, ud);
-  if (future_state(f) == FS_FAILED && !f->observed && !f->reported) {
-    f->reported = 1;
-    push_outcome(L, lua_absindex(L, ud), f);
-    report(L, -1);
-    lua_pop(L, 1);
-  }
-}
 
 /* weft.future() */
 static int l_future(lua_State *L) {
@@ -1275,12 +1273,6 @@ static int l_is_future(lua_State *L) {
   return 1;
 }
 
-/* Marks a future as looked at (the Lua layer uses it for gather etc.). */
-static int l_observe(lua_State *L) {
-  check_future(L, 1)->observed = 1;
-  return 0;
-}
-
 void future_open(lua_State *L) {
   static const luaL_Reg methods[] = {
       {"result", f_result},
@@ -1303,7 +1295,6 @@ void future_open(lua_State *L) {
       {"error", l_make_error},
       {"dispatch", l_dispatch},
       {"set_reporter", l_set_reporter},
-      {"observe", l_observe},
       {"is_future", l_is_future},
       {NULL, NULL}};
   int mod = lua_gettop(L);
@@ -1349,14 +1340,4 @@ void future_open(lua_State *L) {
   lua_setfield(L, mod, "FIRST_COMPLETED");
   lua_pushinteger(L, WAIT_FIRST_EXCEPTION);
   lua_setfield(L, mod, "FIRST_EXCEPTION");
-}
-
-/* Reports f's error if nobody looked at it (pools call this at shutdown). */
-void future_report_failure(lua_State *L, future *f) {
-  if (future_state(f) == FS_FAILED && !f->observed && !f->reported) {
-    f->reported = 1;
-    future_push_error(L, f);
-    report(L, -1);
-    lua_pop(L, 1);
-  }
 }

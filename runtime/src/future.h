@@ -57,7 +57,6 @@ struct future {
   unsigned char has_callbacks, queued_done, notified;
   /* Guarded by the home's thread (only it touches these). */
   unsigned char observed, reported;
-  unsigned char timed_out;
   home *home;                  /* counted reference */
   struct pool *pool;           /* counted reference, or NULL (bare future) */
   /* The outcome, written in SETTLING and immutable once final.  FINISHED:
