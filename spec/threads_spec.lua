@@ -433,27 +433,17 @@ describe("Ctrl-C", function()
     return ok, out
   end
 
-  it("interrupts f:result() on a future that never finishes", function()
-    local ok, out = interrupted_while("never:result()")
-    assert.is_true(ok, out)
-    assert.matches("AFTER\tfalse\t.*interrupted", out)
-  end)
-
-  it("interrupts weft.wait", function()
-    local ok, out = interrupted_while("weft.wait({ never })")
-    assert.is_true(ok, out)
-    assert.matches("AFTER\tfalse\t.*interrupted", out)
-  end)
-
-  it("interrupts as_completed", function()
-    local ok, out = interrupted_while("for _ in weft.as_completed({ never }) do end")
-    assert.is_true(ok, out)
-    assert.matches("AFTER\tfalse\t.*interrupted", out)
-  end)
-
-  it("interrupts a wait on a thread task's dependency", function()
-    local ok, out = interrupted_while("ex:submit(function(x) return x end, never):result()")
-    assert.is_true(ok, out)
-    assert.matches("AFTER\tfalse\t.*interrupted", out)
-  end)
+  for _, case in ipairs {
+    { "f:result() on a future that never finishes", "never:result()" },
+    { "weft.wait", "weft.wait({ never })" },
+    { "as_completed", "for _ in weft.as_completed({ never }) do end" },
+    { "a wait on a thread task's dependency",
+      "ex:submit(function(x) return x end, never):result()" },
+  } do
+    it("interrupts " .. case[1], function()
+      local ok, out = interrupted_while(case[2])
+      assert.is_true(ok, out)
+      assert.matches("AFTER\tfalse\t.*interrupted", out)
+    end)
+  end
 end)
