@@ -15,12 +15,14 @@ LUA_INCDIR ?= /usr/include/lua5.4
 CC      ?= cc
 CFLAGS  ?= -O2 -g
 WEFT_CFLAGS = -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -fPIC -pthread \
-              -I$(LUA_INCDIR) -Iruntime/include -Iruntime/src
+              -I$(LUA_INCDIR) -Iruntime/include -Iruntime/src \
+              -DWEFT_LIBDIR='"$(LIBDIR)"'
 LUA_LIBS = -llua5.4
 
 BUILD   = build
 SRCS    = runtime/src/lweft.c runtime/src/proto.c runtime/src/wire.c \
-          runtime/src/future.c runtime/src/pool.c runtime/src/run.c
+          runtime/src/future.c runtime/src/pool.c runtime/src/run.c \
+          runtime/src/deadline.c runtime/src/stop.c runtime/src/child.c
 OBJS    = $(SRCS:runtime/src/%.c=$(BUILD)/obj/%.o)
 HDRS    = $(wildcard runtime/src/*.h) runtime/include/weft.h
 
@@ -29,7 +31,7 @@ LUA_ENV = LUA_PATH="$(CURDIR)/lua/?.lua;$(CURDIR)/lua/?/init.lua;;" \
 
 .PHONY: all test demo bench install clean bootstrap
 
-all: $(BUILD)/weft/core.so $(BUILD)/weft/weft
+all: $(BUILD)/weft/core.so $(BUILD)/weft/weft $(BUILD)/weft/weft-worker
 
 $(BUILD)/obj/%.o: runtime/src/%.c $(HDRS)
 	@mkdir -p $(dir $@)
@@ -44,6 +46,10 @@ $(BUILD)/weft/core.so: $(OBJS)
 $(BUILD)/weft/weft: runtime/cli/weft.c $(OBJS)
 	$(CC) $(WEFT_CFLAGS) $(CFLAGS) -DWEFT_LUADIR='"$(LUADIR)"' -o $@ runtime/cli/weft.c \
 	  $(OBJS) $(LUA_LIBS) -lm -ldl
+
+# The worker entry point, found next to core.so (see runtime/src/child.h).
+$(BUILD)/weft/weft-worker: runtime/cli/weft-worker.c $(OBJS)
+	$(CC) $(WEFT_CFLAGS) $(CFLAGS) -o $@ runtime/cli/weft-worker.c $(OBJS) $(LUA_LIBS) -lm -ldl
 
 bootstrap:
 	@scripts/bootstrap
@@ -60,6 +66,7 @@ bench: all
 install: all
 	install -d $(DESTDIR)$(LIBDIR)/weft $(DESTDIR)$(LUADIR)/weft $(DESTDIR)$(BINDIR) $(DESTDIR)$(INCDIR)
 	install -m 755 $(BUILD)/weft/core.so $(DESTDIR)$(LIBDIR)/weft/core.so
+	install -m 755 $(BUILD)/weft/weft-worker $(DESTDIR)$(LIBDIR)/weft/weft-worker
 	install -m 644 lua/weft/*.lua $(DESTDIR)$(LUADIR)/weft/
 	install -m 755 $(BUILD)/weft/weft $(DESTDIR)$(BINDIR)/weft
 	install -m 644 runtime/include/weft.h $(DESTDIR)$(INCDIR)/weft.h

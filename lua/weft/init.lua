@@ -16,6 +16,8 @@ local weft = {
   FIRST_EXCEPTION = core.FIRST_EXCEPTION,
   future = core.future,
   is = core.is,
+  sleep = core.sleep,
+  log = require "weft.log",
 }
 
 local Executor = core.Executor
@@ -65,21 +67,22 @@ local function check_workers(what, n)
   return n
 end
 
-local function check_timeout(what, t)
+local function check_timeout(what, t, field)
   if t == nil then return nil end
   if type(t) ~= "number" or t ~= t or t < 0 then
-    raise("config", "%s: timeout must be a non-negative number of seconds, got %s",
-          what, tostring(t))
+    raise("config", "%s: %s must be a non-negative number of seconds, got %s",
+          what, field or "timeout", type(t) == "number" and tostring(t) or type(t))
   end
   return t
 end
 
 -- === executors ===========================================================
 
---- weft.inline(): runs each task in the caller, at submit time.
+--- weft.inline{name=, timeout=}: runs each task in the caller, at submit time.
 function weft.inline(opts)
-  opts = check_opts("weft.inline", opts, { name = true })
-  return core.pool("inline", 1, opts.name)
+  opts = check_opts("weft.inline", opts, { name = true, timeout = true })
+  local timeout = check_timeout("weft.inline", opts.timeout)
+  return core.pool("inline", 1, opts.name, nil, nil, timeout)
 end
 
 local thread_opts = { workers = true, init = true, init_args = true,
@@ -98,12 +101,8 @@ function weft.threads(opts)
   if opts.name ~= nil and type(opts.name) ~= "string" then
     raise("config", "weft.threads: name must be a string, got %s", type(opts.name))
   end
-  if check_timeout("weft.threads", opts.timeout) ~= nil then
-    -- Per-task deadlines need the deadline service, which is not built
-    -- yet; refusing beats a timeout that silently does nothing.
-    raise("config", "weft.threads: per-task timeouts are not supported in this version")
-  end
-  return core.pool("threads", n, opts.name, opts.init, opts.init_args)
+  local timeout = check_timeout("weft.threads", opts.timeout)
+  return core.pool("threads", n, opts.name, opts.init, opts.init_args, timeout)
 end
 
 --- weft.executor(spec): "inline", "threads", "threads:8".
@@ -130,6 +129,116 @@ function weft.executor(spec)
   end
   raise("config", "weft.executor: unknown executor spec %q "
         .. "(expected inline, threads or threads:N)", spec)
+end
+
+-- === tasks ===============================================================
+
+local Task = {}
+Task.__index = Task
+Task.__name = "weft.Task"
+core._task_metatable(Task)
+
+local task_opts = { [1] = true, fn = true, name = true, timeout = true,
+                    retries = true, retry_delay = true }
+
+local function is_task(v) return getmetatable(v) == Task end
+weft.is_task = is_task
+
+--- weft.task{fn, name=, timeout=, retries=, retry_delay=} (or weft.task(fn))
+function weft.task(spec)
+  if type(spec) == "function" then spec = { spec } end
+  spec = check_opts("weft.task", spec, task_opts)
+  local fn = spec[1] or spec.fn
+  if type(fn) ~= "function" then
+    raise("config", "weft.task: the first field must be the task's function, got %s", type(fn))
+  end
+  local name = spec.name
+  if name == nil then
+    local info = debug.getinfo(fn, "S")
+    name = info.short_src .. ":" .. info.linedefined
+  elseif type(name) ~= "string" then
+    raise("config", "weft.task: name must be a string, got %s", type(name))
+  end
+  local timeout = check_timeout("weft.task", spec.timeout)
+  local retries = spec.retries or 0
+  if math_type(retries) ~= "integer" or retries < 0 then
+    raise("config", "weft.task: retries must be a non-negative integer, got %s", tostring(retries))
+  end
+  local delay = spec.retry_delay
+  if type(delay) == "table" then
+    for i, d in ipairs(delay) do check_timeout("weft.task", d, "retry_delay[" .. i .. "]") end
+  elseif delay ~= nil then
+    check_timeout("weft.task", delay, "retry_delay")
+  end
+  return setmetatable({ fn = fn, name = name, timeout = timeout, retries = retries,
+                        retry_delay = delay }, Task)
+end
+
+--- task(...): outside a flow, a plain call of its function.
+function Task:__call(...)
+  return self.fn(...)
+end
+
+function Task:__tostring()
+  return string.format("weft.Task(%s)", self.name)
+end
+
+-- === timeouts ============================================================
+
+weft.timeout = core.timeout
+
+local function check_logger(logger)
+  if logger == nil then return weft.log end
+  for _, level in ipairs { "info", "warn", "error" } do
+    local ok, f = pcall(function() return logger[level] end)
+    if not ok or f == nil then
+      raise("config", "run_task_with_timeout: the logger has no %s method", level)
+    end
+  end
+  return logger
+end
+
+--- weft.run_task_with_timeout(task, args [, logger]) -> task's results
+-- Runs a task (or a function) under its own timeout with the strongest
+-- mechanism valid here (weft.timeout.call), logging start, end, timeout
+-- and failure.
+function weft.run_task_with_timeout(task, args, logger)
+  local fn, name, timeout
+  if is_task(task) then
+    fn, name, timeout = task.fn, task.name, task.timeout
+  elseif type(task) == "function" then
+    fn, name = task, "function"
+  else
+    raise("config", "run_task_with_timeout: expected a weft.task or a function, got %s",
+          type(task))
+  end
+  if args ~= nil and type(args) ~= "table" then
+    raise("config", "run_task_with_timeout: args must be a list, got %s", type(args))
+  end
+  args = args or {}
+  logger = check_logger(logger)
+  local n = args.n or #args
+  local started = core.now()
+  local results
+  if timeout == nil then
+    logger:info(string.format("Task '%s': starting (no timeout)", name))
+    results = table.pack(pcall(fn, table.unpack(args, 1, n)))
+  else
+    logger:info(string.format("Task '%s': starting with a %g s timeout (%s)", name, timeout,
+                              core.timeout.mechanism()))
+    results = table.pack(pcall(core.timeout.call, timeout, fn, table.unpack(args, 1, n)))
+  end
+  if not results[1] then
+    local err = results[2]
+    if core.is(err, "timeout") then
+      logger:warn(string.format("Task '%s': timed out after %g s and was stopped", name, timeout))
+    else
+      logger:error(string.format("Task '%s': failed: %s", name, tostring(err)))
+    end
+    error(err, 0)
+  end
+  logger:info(string.format("Task '%s': finished in %.3f s", name, core.now() - started))
+  return table.unpack(results, 2, results.n)
 end
 
 -- === map =================================================================
@@ -161,11 +270,19 @@ function Executor:map(fn, items, opts)
   else
     raise("config", "map: items must be a list or an iterator function, got %s", type(items))
   end
-  if type(fn) ~= "function" then
-    raise("config", "map: the task must be a function, got %s", type(fn))
+  if type(fn) ~= "function" and not is_task(fn) then
+    raise("config", "map: the task must be a function or a weft.task, got %s", type(fn))
   end
+  -- A deadline or a retry is per call: such calls travel one per task.
+  local single = is_task(fn) and (fn.timeout ~= nil or fn.retries > 0)
+                 or self:stats().timeout ~= nil
   local chunksize = opts.chunksize
-  if chunksize == nil then
+  if single then
+    if chunksize ~= nil and (math_type(chunksize) ~= "integer" or chunksize < 1) then
+      raise("config", "map: chunksize must be a positive integer, got %s", tostring(chunksize))
+    end
+    chunksize = 1
+  elseif chunksize == nil then
     chunksize = list and max(1, min(1024, ceil(#list / (workers * 8)))) or 16
   elseif math_type(chunksize) ~= "integer" or chunksize < 1 then
     raise("config", "map: chunksize must be a positive integer, got %s", tostring(chunksize))
@@ -187,10 +304,34 @@ function Executor:map(fn, items, opts)
   local cur, curpos                      -- chunk being yielded
   local buf = {}
 
+  -- One call as its own task; a bad spread item fails only its future.
+  local function submit_one(item, index)
+    if not spread then return self:submit(fn, item) end
+    if type(item) ~= "table" then
+      local f = core.future()
+      f:set_running_or_notify_cancel()
+      f:set_exception(core.error("task", string.format(
+        "map with spread: item %d is a %s, not a table of arguments", index, type(item))))
+      return f
+    end
+    return self:submit(fn, table.unpack(item, 1, item.n or #item))
+  end
+
   local function submit_next()
     local first = submitted + 1
     local fut, count
-    if list then
+    if single then
+      local item
+      if list then
+        if first > n then exhausted = true return false end
+        item = list[first]
+      else
+        item = nextitem()
+        if item == nil then exhausted = true return false end
+      end
+      fut = submit_one(item, first)
+      count = 1
+    elseif list then
       if first > n then exhausted = true return false end
       local last = min(n, submitted + chunksize)
       fut = self:_submit_chunk(fn, list, first, last, spread)
@@ -244,12 +385,8 @@ function Executor:map(fn, items, opts)
       if not rec then return nil end
       chunks[chead] = nil
       chead = chead + 1
-      local ok, err = pcall(rec.future.result, rec.future, remaining())
-      if not ok then
-        if core.is(err, "timeout") then
-          raise("timeout", "map: not finished within %g s", timeout)
-        end
-        error(err, 0)
+      if deadline and #core.wait({ rec.future }, remaining()) == 0 then
+        raise("timeout", "map: not finished within %g s", timeout)
       end
       return rec
     end
@@ -280,6 +417,12 @@ function Executor:map(fn, items, opts)
       end
       local rec = next_chunk()
       if not rec then return nil end
+      if single then
+        inflight = inflight - 1
+        local ok, value = pcall(rec.future.result, rec.future)
+        if not ok then error(value, 0) end
+        return rec.first, value
+      end
       local ok, values, errs = pcall(rec.future.result, rec.future)
       if not ok then error(values, 0) end     -- the chunk as a whole failed
       rec.values, rec.errors = values, errs

@@ -26,6 +26,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "deadline.h"
+#include "stop.h"
 #include "wire.h"
 
 #define FUTURE_MT "weft.Future"
@@ -47,19 +49,6 @@ const char *weft_kind_name(weft_kind k) {
 }
 
 /* === time ================================================================ */
-
-double weft_now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
-static void deadline_timespec(double deadline, struct timespec *ts) {
-  double s = floor(deadline);
-  ts->tv_sec = (time_t)s;
-  ts->tv_nsec = (long)((deadline - s) * 1e9);
-  if (ts->tv_nsec >= 1000000000L) { ts->tv_sec++; ts->tv_nsec -= 1000000000L; }
-}
 
 double weft_opt_timeout(lua_State *L, int arg, const char *what) {
   lua_Number t;
@@ -102,7 +91,7 @@ int weft_error(lua_State *L, weft_kind kind, const char *fmt, ...) {
 
 /* Gives the error-record table at the top (and its cause chain) the
  * weft.Error metatable. */
-static void bless_error(lua_State *L) {
+void weft_bless_error(lua_State *L) {
   int depth = 0;
   lua_pushvalue(L, -1);
   while (lua_istable(L, -1) && depth++ < 100) {
@@ -229,7 +218,7 @@ home *home_of(lua_State *L) {
   return h;
 }
 
-static void home_ref(home *h) { atomic_fetch_add(&h->refs, 1); }
+void home_ref(home *h) { atomic_fetch_add(&h->refs, 1); }
 
 void home_unref(home *h) {
   if (h && atomic_fetch_sub(&h->refs, 1) == 1) {
@@ -529,7 +518,7 @@ int home_sleep(home *h, double deadline) {
     rc = pthread_cond_wait(&h->cond, &h->lock);
   } else {
     struct timespec ts;
-    deadline_timespec(deadline, &ts);
+    dl_timespec(deadline, &ts);
     rc = pthread_cond_timedwait(&h->cond, &h->lock, &ts);
   }
   h->sleeping = 0;
@@ -546,8 +535,14 @@ void home_watch_init(lua_State *L, home_watch *w) {
 
 int home_sleep_watch(lua_State *L, home *h, double deadline, home_watch *w) {
   double until = weft_now() + WATCH_SLICE;
+  int rc;
   if (deadline >= 0 && deadline < until) until = deadline;
-  if (home_sleep(h, until) != ETIMEDOUT) return 0;
+  if (stop_pending()) return EINTR;
+  stop_watch_home(h);          /* a stop wakes us at once */
+  rc = home_sleep(h, until);
+  stop_watch_home(NULL);
+  if (stop_pending()) return EINTR;
+  if (rc != ETIMEDOUT) return 0;
   if (deadline >= 0 && weft_now() >= deadline) return ETIMEDOUT;
   if (lua_gethook(L) != w->hook || lua_gethookmask(L) != w->mask) return EINTR;
   return 0;
@@ -559,6 +554,7 @@ static int noop(lua_State *L) {
 }
 
 void home_deliver_interrupt(lua_State *L, home_watch *w) {
+  stop_check(L);              /* the running task is being stopped */
   lua_pushcfunction(L, noop);
   lua_call(L, 0, 0);          /* the call hook runs here, and may raise */
   home_watch_init(L, w);      /* it did not (a debugger's hook): go on */
@@ -725,7 +721,7 @@ static int l_wait(lua_State *L) {
   if (mode < WAIT_ALL || mode > WAIT_FIRST_EXCEPTION)
     return weft_error(L, WK_CONFIG, "return_when must be weft.ALL_COMPLETED, "
                       "weft.FIRST_COMPLETED or weft.FIRST_EXCEPTION");
-  deadline = timeout < 0 ? -1 : weft_now() + timeout;
+  deadline = dl_after(timeout);
   if ((rc = waiter_init(L, &w, 1, &pos)) != 0) bad_future_arg(L, 1, rc);
   waiter_install(h, &w, mode);
   for (;;) {
@@ -866,7 +862,7 @@ static int l_as_completed(lua_State *L) {
   memset(a, 0, sizeof *a);
   luaL_setmetatable(L, ASCOMPLETED_MT);
   a->timeout = timeout;
-  a->deadline = timeout < 0 ? -1 : weft_now() + timeout;
+  a->deadline = dl_after(timeout);
   if ((rc = waiter_init(L, &a->w, 1, NULL)) != 0) bad_future_arg(L, 1, rc);
   a->first = calloc(a->w.n ? a->w.n : 1, 1);
   a->given = calloc(a->w.n ? a->w.n : 1, 1);
@@ -946,7 +942,7 @@ void future_push_error(lua_State *L, future *f) {
     lua_setfield(L, -2, "cause");
   } else if (f->data && wire_decode_tuple(L, f->data, f->len, 1, 1) == 1 &&
              lua_istable(L, -1)) {
-    bless_error(L);
+    weft_bless_error(L);
     return;
   } else {
     lua_settop(L, base);
@@ -1005,7 +1001,7 @@ void future_report_failure(lua_State *L, future *f) { report_failure(L, f, 0); }
 
 static void wait_or_timeout(lua_State *L, future *f, int arg) {
   double timeout = weft_opt_timeout(L, arg, "timeout");
-  if (!future_wait(L, f, timeout < 0 ? -1 : weft_now() + timeout))
+  if (!future_wait(L, f, dl_after(timeout)))
     weft_error(L, WK_TIMEOUT, "the future was not done within %f s", timeout);
 }
 

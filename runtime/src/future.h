@@ -21,6 +21,8 @@
 #include <stdatomic.h>
 #include <stddef.h>
 
+#include "deadline.h"
+
 enum {
   FS_PENDING,
   FS_RUNNING,
@@ -57,6 +59,7 @@ struct future {
   unsigned char has_callbacks, queued_done, notified;
   /* Guarded by the home's thread (only it touches these). */
   unsigned char observed, reported;
+  atomic_int attempts;         /* attempts started (pools), read once final */
   home *home;                  /* counted reference */
   struct pool *pool;           /* counted reference, or NULL (bare future) */
   /* The outcome, written in SETTLING and immutable once final.  FINISHED:
@@ -100,6 +103,7 @@ struct home {
 
 /* === homes === */
 home *home_of(lua_State *L);           /* the calling state's home */
+void home_ref(home *h);
 void home_unref(home *h);
 
 /* === futures === */
@@ -134,6 +138,9 @@ void future_push_error(lua_State *L, future *f);
 
 /* Pushes a weft.Error table {kind, message} (no raise). */
 void weft_push_error(lua_State *L, weft_kind kind, const char *fmt, ...);
+/* Gives the error-record table at the top, and its causes, the weft.Error
+ * metatable. */
+void weft_bless_error(lua_State *L);
 /* Raises a weft.Error of `kind`. */
 int weft_error(lua_State *L, weft_kind kind, const char *fmt, ...);
 
@@ -148,7 +155,6 @@ int future_wait(lua_State *L, future *f, double deadline);
 /* Runs the pending done-callbacks of this state; returns how many ran. */
 int home_dispatch(lua_State *L);
 
-double weft_now(void);
 /* Reads an optional timeout argument (nil/none = -1, else >= 0 seconds);
  * raises kind config for negative, NaN or non-numbers. */
 double weft_opt_timeout(lua_State *L, int arg, const char *what);

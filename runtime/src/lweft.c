@@ -11,6 +11,7 @@
 #include "future.h"
 #include "wire.h"
 #include "pool.h"
+#include "stop.h"
 #include "proto.h"
 #include "weft.h"
 
@@ -48,6 +49,7 @@ int luaopen_weft_core(lua_State *L) {
   proto_open(L);
   future_open(L);
   pool_open(L);
+  stop_open(L);
   lua_pushliteral(L, WEFT_VERSION);
   lua_setfield(L, -2, "version");
   return 1;

@@ -21,6 +21,19 @@
  * the submitter until it has hung the task on all of them, so the task
  * cannot start half-registered.
  *
+ * Deadlines.  An attempt with a timeout runs inside a stop level (stop.h)
+ * whose timer fires on the deadline service's thread: it fails the future
+ * at once (unless a retry is due) and stops the Lua code, which unwinds;
+ * the worker then rebuilds its state (init again) before its next task.
+ * A forced cancel stops the attempt the same way.  An attempt that has not
+ * come back STUCK_GRACE after being stopped is blocked in a C call: its
+ * worker is abandoned (it exits when the call returns) and a new one takes
+ * its slot, so the pool keeps its capacity.
+ *
+ * Retries.  A failed or timed-out attempt of a task with retries left goes
+ * on pool->delayed until its retry_timer fires (or straight back to the
+ * queue without a delay); its future stays running meanwhile.
+ *
  * Inline executor: the same submit path, but ready tasks are run by the
  * submitting state itself before submit returns.
  */
@@ -52,6 +65,9 @@
 #define cpu_relax() sched_yield()
 #endif
 #define WORKER_STACK (8u << 20)
+/* How long a stopped attempt may take to come back before its worker is
+ * taken for blocked in a C call and replaced. */
+#define STUCK_GRACE 0.1
 
 int luaopen_weft_core(lua_State *L);
 
@@ -90,11 +106,16 @@ void pool_unref(pool *p) {
   }
   while (p->nfree > 0) free(p->free_tasks[--p->nfree]);
   while (p->nspares > 0) free(p->spares[--p->nspares]);
+  for (worker *w = atomic_load(&p->all), *next; w; w = next) {
+    next = w->next_all;
+    pthread_mutex_destroy(&w->lock);
+    free(w);
+  }
   free(p->ring);
   proto_keep_free(&p->blobs);
   free(p->init_msg);
   buf_free(&p->encbuf);
-  free(p->workers);
+  free(p->slots);
   free(p->name);
   free(p->path);
   free(p->cpath);
@@ -106,10 +127,15 @@ void pool_unref(pool *p) {
 
 /* === queue =============================================================== */
 
+/* Caller holds p->lock.  Shut down, and nothing can arrive any more. */
+static int pool_drained(pool *p) {
+  return p->shutdown && p->waiting == NULL && p->delayed == NULL;
+}
+
 /* Queues a ready task.  Takes p->lock. */
 static void pool_enqueue(pool *p, task *t) {
   pthread_mutex_lock(&p->lock);
-  if (t->waiting) {
+  if (t->waiting == TASK_DEPS) {
     if (t->wprev) t->wprev->wnext = t->wnext; else p->waiting = t->wnext;
     if (t->wnext) t->wnext->wprev = t->wprev;
     t->waiting = 0;
@@ -208,7 +234,7 @@ static task *pool_take(pool *p, task *done) {
       break;
     }
     if ((t = ring_pop(p)) != NULL) break;
-    if (p->shutdown && p->waiting == NULL) {
+    if (pool_drained(p)) {
       pthread_cond_broadcast(&p->work);   /* let the others see the end too */
       break;
     }
@@ -230,7 +256,7 @@ static task *pool_take(pool *p, task *done) {
     }
     /* Count ourselves idle, then look once more (see pool_submit_ready). */
     atomic_fetch_add(&p->nidle, 1);
-    if (!ring_nonempty(p) && p->head == NULL && !(p->shutdown && p->waiting == NULL))
+    if (!ring_nonempty(p) && p->head == NULL && !pool_drained(p))
       pthread_cond_wait(&p->work, &p->lock);
     atomic_fetch_sub(&p->nidle, 1);
     if (p->nwaking > 0) p->nwaking--;
@@ -259,17 +285,6 @@ static void bump(atomic_long *c) {
                         memory_order_relaxed);
 }
 
-/* Settles a task's future with a run outcome and counts it. */
-static void pool_finish(pool *p, worker *w, task *t, run_outcome *out) {
-  int failed = out->state == FS_FAILED;
-  if (future_settle(t->f, out->state, out->data, out->len, NULL) != 0) {
-    free(out->data);
-    return;
-  }
-  bump(failed ? &w->failed : &w->completed);
-  if (failed) pool_note_failure(p, t->f);
-}
-
 /* === dependencies ======================================================== */
 
 /* The last dependency settled (or none were pending): run or drop. */
@@ -281,7 +296,7 @@ static void task_ready(task *t) {
       if (t->wprev) t->wprev->wnext = t->wnext; else p->waiting = t->wnext;
       if (t->wnext) t->wnext->wprev = t->wprev;
       t->waiting = 0;
-      if (p->shutdown && p->waiting == NULL) pthread_cond_broadcast(&p->work);
+      if (pool_drained(p)) pthread_cond_broadcast(&p->work);
       pthread_mutex_unlock(&p->lock);
     }
     task_free(t);
@@ -303,56 +318,351 @@ void pool_on_dependency_settled(struct task *t, future *upstream, dlink **work) 
   if (atomic_fetch_sub(&t->pending, 1) == 1) task_ready(t);
 }
 
+/* === deadlines, retries and stuck workers ================================ */
+
+static void *worker_main(void *arg);
+
+/* A new worker for slot `index` (not started), on p->all. */
+static worker *worker_new(pool *p, int index) {
+  worker *w = aligned_alloc(CACHE_LINE, (sizeof *w + CACHE_LINE - 1) / CACHE_LINE * CACHE_LINE);
+  if (w == NULL) return NULL;
+  memset(w, 0, sizeof *w);
+  w->pool = p;
+  w->index = index;
+  pthread_mutex_init(&w->lock, NULL);
+  w->next_all = atomic_load(&p->all);
+  while (!atomic_compare_exchange_weak(&p->all, &w->next_all, w)) {}
+  return w;
+}
+
+/* Starts w's thread with every asynchronous signal blocked (Ctrl-C and
+ * friends reach the program's own threads; worker_main unblocks the stop
+ * signal).  Returns 0 or an errno. */
+static int worker_start(pool *p, worker *w) {
+  pthread_attr_t attr;
+  sigset_t all, old;
+  int rc;
+  sigfillset(&all);
+  sigdelset(&all, SIGSEGV);
+  sigdelset(&all, SIGBUS);
+  sigdelset(&all, SIGFPE);
+  sigdelset(&all, SIGILL);
+  pthread_attr_init(&attr);
+  pthread_attr_setstacksize(&attr, WORKER_STACK);
+  pool_ref(p);
+  atomic_fetch_add(&p->nalive, 1);
+  pthread_sigmask(SIG_BLOCK, &all, &old);
+  rc = pthread_create(&w->thread, &attr, worker_main, w);
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  pthread_attr_destroy(&attr);
+  if (rc != 0) {
+    atomic_fetch_sub(&p->nalive, 1);
+    pool_unref(p);
+    return rc;
+  }
+  w->running = 1;
+  return 0;
+}
+
+/* Wakes the owner, who may wait in shutdown for workers to exit. */
+static void wake_owner(pool *p) {
+  pthread_mutex_lock(&p->home->lock);
+  if (p->home->sleeping) pthread_cond_signal(&p->home->cond);
+  pthread_mutex_unlock(&p->home->lock);
+}
+
+/* Fails f with kind timeout, counted.  Any thread. */
+static void settle_timeout(pool *p, future *f, double seconds) {
+  char msg[96];
+  size_t len;
+  char *data;
+  snprintf(msg, sizeof msg, "the task did not finish within %g s", seconds);
+  data = wire_record("timeout", msg, f->name, &len);
+  if (future_settle(f, FS_FAILED, data, data ? len : 0, NULL) != 0) {
+    free(data);
+    return;
+  }
+  atomic_fetch_add(&p->timed_out, 1);
+  pool_note_failure(p, f);
+}
+
+static double retry_delay(const task *t) {
+  int k = t->attempt < t->ndelays ? t->attempt : t->ndelays;
+  return k > 0 ? t->delays[k - 1] : 0;
+}
+
+static void retry_fire(dl_timer *tm) {
+  task *t = (task *)(void *)((char *)tm - offsetof(task, retry_timer));
+  pool *p = t->pool;
+  pthread_mutex_lock(&p->lock);
+  if (t->waiting != TASK_DELAYED) {   /* cancelled meanwhile */
+    pthread_mutex_unlock(&p->lock);
+    return;
+  }
+  if (t->wprev) t->wprev->wnext = t->wnext; else p->delayed = t->wnext;
+  if (t->wnext) t->wnext->wprev = t->wprev;
+  t->waiting = 0;
+  pthread_mutex_unlock(&p->lock);
+  pool_enqueue(p, t);
+}
+
+/* Schedules the next attempt of t, after its retry delay. */
+static void task_retry(pool *p, task *t) {
+  double delay = retry_delay(t);
+  t->attempt++;
+  if (delay > 0) {
+    pthread_mutex_lock(&p->lock);
+    t->waiting = TASK_DELAYED;
+    t->wprev = NULL;
+    t->wnext = p->delayed;
+    if (p->delayed) p->delayed->wprev = t;
+    p->delayed = t;
+    pthread_mutex_unlock(&p->lock);
+    memset(&t->retry_timer, 0, sizeof t->retry_timer);
+    if (dl_arm(&t->retry_timer, weft_now() + delay, retry_fire) == 0) return;
+    retry_fire(&t->retry_timer);   /* out of memory for the timer: now */
+    return;
+  }
+  pool_enqueue(p, t);
+}
+
+/* A copy of t for another attempt (its stuck original stays with the
+ * worker that runs it), or NULL when out of memory. */
+static task *task_clone(const task *t) {
+  task *c = malloc(t->size);
+  size_t i;
+  if (c == NULL) return NULL;
+  memcpy(c, t, t->size);
+  c->delays = (double *)(void *)(c + 1);
+  c->blobs = (proto_blob **)(void *)((char *)c + ((char *)t->blobs - (char *)t));
+  c->deps = (future **)(void *)((char *)c + ((char *)t->deps - (char *)t));
+  c->msg = (char *)c + (t->msg - (char *)t);
+  for (i = 0; i < c->nblobs; i++) proto_blob_ref(c->blobs[i]);
+  for (i = 0; i < c->ndeps; i++) future_ref(c->deps[i]);
+  future_ref(c->f);
+  c->next = c->wprev = c->wnext = NULL;
+  c->waiting = 0;
+  c->worker = NULL;
+  return c;
+}
+
+/* Takes a new worker into w's slot; w is abandoned to its C call. */
+static void pool_replace_worker(pool *p, worker *w) {
+  worker *nw = worker_new(p, w->index);
+  int i;
+  if (nw && worker_start(p, nw) == 0) {
+    pthread_mutex_lock(&p->lock);
+    for (i = 0; i < p->nworkers; i++)
+      if (p->slots[i] == w) p->slots[i] = nw;
+    pthread_mutex_unlock(&p->lock);
+  }
+  pthread_detach(w->thread);   /* nobody joins it: it may never return */
+  atomic_fetch_sub(&p->nalive, 1);
+  wake_owner(p);
+}
+
+/* The stuck check: an attempt stopped STUCK_GRACE ago is still running. */
+static void worker_stuck(dl_timer *tm) {
+  worker *w = (worker *)(void *)((char *)tm - offsetof(worker, stuck));
+  pool *p = w->pool;
+  task *retry = NULL;
+  future *f;
+  double seconds;
+  pthread_mutex_lock(&w->lock);
+  if (w->task == NULL || w->seq != w->stuck_seq || w->abandoned) {
+    pthread_mutex_unlock(&w->lock);
+    return;
+  }
+  w->abandoned = 1;
+  f = w->task->f;
+  future_ref(f);
+  seconds = w->task->timeout;
+  if (!FS_IS_FINAL(future_state(f)) && w->task->attempt <= w->task->retries)
+    retry = task_clone(w->task);
+  pthread_mutex_unlock(&w->lock);
+  atomic_store(&w->busy, 0);
+  pool_replace_worker(p, w);
+  if (retry)
+    task_retry(p, retry);
+  else
+    settle_timeout(p, f, seconds);   /* (a no-op if it was settled) */
+  future_unref(f);
+}
+
+/* Caller holds w->lock: watch the stopped attempt for getting stuck. */
+static void watch_stuck(worker *w) {
+  w->stuck_seq = w->seq;
+  dl_arm(&w->stuck, weft_now() + STUCK_GRACE, worker_stuck);
+}
+
+/* The attempt's deadline (deadline service thread). */
+static void task_deadline(stop_level *lv) {
+  task *t = lv->data;
+  pool *p = t->pool;
+  worker *w = t->worker;
+  if (!stop_fire(lv, WK_TIMEOUT)) return;   /* cancelled first */
+  if (t->attempt > t->retries) settle_timeout(p, t->f, t->timeout);
+  if (p->kind == POOL_THREADS) {
+    pthread_mutex_lock(&w->lock);
+    if (w->task == t) watch_stuck(w);
+    pthread_mutex_unlock(&w->lock);
+  }
+}
+
 void pool_on_cancel(struct pool *p, future *f) {
   (void)f;
   atomic_fetch_add(&p->cancelled, 1);
 }
 
+/* cancel{force = true} of a running future (the owner's thread). */
 int pool_force_cancel(struct pool *p, future *f) {
-  /* Stopping a running task needs the deadline service (a later part). */
-  (void)p;
-  (void)f;
-  return 0;
+  worker **slots;
+  task *t;
+  int i, n, found = 0;
+  pthread_mutex_lock(&p->lock);
+  for (t = p->delayed; t && t->f != f; t = t->wnext) {}
+  if (t) {   /* between attempts: take it off the delayed list */
+    if (t->wprev) t->wprev->wnext = t->wnext; else p->delayed = t->wnext;
+    if (t->wnext) t->wnext->wprev = t->wprev;
+    t->waiting = 0;
+    if (pool_drained(p)) pthread_cond_broadcast(&p->work);
+  }
+  n = p->nworkers;
+  slots = malloc((size_t)n * sizeof *slots);
+  if (slots) memcpy(slots, p->slots, (size_t)n * sizeof *slots);
+  pthread_mutex_unlock(&p->lock);
+  if (t) {
+    dl_disarm(&t->retry_timer);
+    task_free(t);
+    found = 1;
+  }
+  for (i = 0; slots && !found && i < n; i++) {
+    worker *w = slots[i];
+    pthread_mutex_lock(&w->lock);
+    if (w->task && w->task->f == f && !w->abandoned) {
+      found = 1;
+      if (w->level && stop_fire(w->level, WK_CANCELLED) && p->kind == POOL_THREADS)
+        watch_stuck(w);
+    }
+    pthread_mutex_unlock(&w->lock);
+  }
+  free(slots);
+  /* Not on a worker: queued for a retry, or about to start; the worker
+   * that takes it finds it cancelled. */
+  if (future_settle(f, FS_CANCELLED, NULL, 0, NULL) != 0) return 0;
+  atomic_fetch_add(&p->stopped, 1);
+  return 1;
 }
 
 /* === running ============================================================= */
 
-/* Runs t on worker w; returns it cleared, for reuse. */
-static task *pool_run_task(pool *p, worker *w, lua_State *L, task *t,
-                           run_outcome *broken) {
-  run_outcome out;
-  if (!future_start(t->f)) {   /* cancelled while queued */
-    task_clear(t);
-    return t;
+/* What became of a task after an attempt. */
+enum { TASK_DONE, TASK_KEPT, TASK_ABANDONED };
+
+/* Settles a task's future with a run outcome and counts it. */
+static void pool_finish(pool *p, worker *w, task *t, run_outcome *out) {
+  int failed = out->state == FS_FAILED;
+  if (future_settle(t->f, out->state, out->data, out->len, NULL) != 0) {
+    free(out->data);
+    return;
   }
-  bump(&w->started);
+  bump(failed ? &w->failed : &w->completed);
+  if (failed) pool_note_failure(p, t->f);
+}
+
+/* Runs one attempt of t on w, in L (a worker's state, or the inline
+ * owner's).  Returns TASK_DONE (t cleared, for reuse), TASK_KEPT (t went
+ * back for a retry) or TASK_ABANDONED (w was replaced; t stays with the
+ * call it is stuck in and is freed here).  *stopped: L was stopped in the
+ * middle of Lua code and must be rebuilt. */
+static int worker_attempt(pool *p, worker *w, lua_State *L, task *t,
+                          run_outcome *broken, int *stopped) {
+  run_outcome out = {FS_FAILED, NULL, 0};
+  stop_level lv;
+  int kind, abandoned;
+  if (t->attempt == 1) {
+    if (!future_start(t->f)) {   /* cancelled while queued */
+      task_clear(t);
+      return TASK_DONE;
+    }
+    bump(&w->started);
+  }
+  atomic_store_explicit(&t->f->attempts, t->attempt, memory_order_relaxed);
+  t->worker = w;
+  memset(&lv, 0, sizeof lv);
+  lv.on_deadline = task_deadline;
+  lv.data = t;
+  pthread_mutex_lock(&w->lock);
+  w->task = t;
+  w->seq++;
+  pthread_mutex_unlock(&w->lock);
+  stop_push(&lv, L, t->timeout, SIGURG);   /* (without a deadline if out of memory) */
+  pthread_mutex_lock(&w->lock);
+  w->level = &lv;
+  pthread_mutex_unlock(&w->lock);
   atomic_store_explicit(&w->busy, 1, memory_order_relaxed);
-  if (broken && broken->data) {
+  if (FS_IS_FINAL(future_state(t->f))) {
+    /* cancelled with force before it began */
+  } else if (broken && broken->data) {
     run_error_record(L, WK_BROKEN, "the worker's init function failed", broken->data,
                      broken->len, &out);
   } else {
-    run_message(L, t->msg, t->len, t->deps, t->ndeps, t->f->name, &out);
+    run_message(L, t->msg, t->len, t->deps, t->ndeps, t->f->name, 1, &out);
   }
   atomic_store_explicit(&w->busy, 0, memory_order_relaxed);
-  pool_finish(p, w, t, &out);
+  pthread_mutex_lock(&w->lock);
+  w->level = NULL;
+  pthread_mutex_unlock(&w->lock);
+  kind = stop_pop(&lv);
+  if (kind) dl_disarm(&w->stuck);
+  pthread_mutex_lock(&w->lock);
+  abandoned = w->abandoned;
+  w->task = NULL;
+  pthread_mutex_unlock(&w->lock);
+  if (abandoned) {
+    free(out.data);
+    task_free(t);
+    return TASK_ABANDONED;
+  }
+  if (kind) {   /* stopped: whatever it produced is void */
+    *stopped = 1;
+    free(out.data);
+    out.data = NULL;
+    out.len = 0;
+    out.state = FS_FAILED;
+  }
+  if (kind != WK_CANCELLED && !FS_IS_FINAL(future_state(t->f))) {
+    if (out.state == FS_FAILED && t->attempt <= t->retries) {
+      free(out.data);
+      task_retry(p, t);
+      return TASK_KEPT;
+    }
+    if (kind == WK_TIMEOUT)
+      settle_timeout(p, t->f, t->timeout);
+    else
+      pool_finish(p, w, t, &out);
+  } else {
+    free(out.data);
+  }
   task_clear(t);
-  return t;
+  return TASK_DONE;
 }
 
 /* Opens a worker's state: libraries, the creator's package paths, weft.core
  * preloaded, then init.  A failed init leaves its record in *broken. */
 static lua_State *worker_state_new(pool *p, run_outcome *broken) {
   lua_State *L = luaL_newstate();
+  broken->data = NULL;
+  broken->len = 0;
   if (L == NULL) return NULL;
   luaL_openlibs(L);
+  stop_track_coroutines(L);
   lua_getglobal(L, "package");
   if (p->path) { lua_pushstring(L, p->path); lua_setfield(L, -2, "path"); }
   if (p->cpath) { lua_pushstring(L, p->cpath); lua_setfield(L, -2, "cpath"); }
   lua_pop(L, 1);
   luaL_requiref(L, "weft.core", luaopen_weft_core, 0);
   lua_pop(L, 1);
-  broken->data = NULL;
-  broken->len = 0;
   if (p->init_msg && run_init(L, p->init_msg, p->init_len, broken) != 0 &&
       broken->data == NULL) {
     run_error_record(L, WK_TASK, "init failed", NULL, 0, broken);
@@ -367,30 +677,45 @@ static void *worker_main(void *arg) {
   run_outcome broken;
   lua_State *L;
   task *t, *done = NULL;
+  int abandoned = 0;
   char name[16];
   snprintf(name, sizeof name, "weft:%.6s:%d", p->name ? p->name : "pool", w->index);
   pthread_setname_np(pthread_self(), name);
+  stop_attach(&w->ctx, 1);
   L = worker_state_new(p, &broken);
   while ((t = pool_take(p, done)) != NULL) {
+    int stopped = 0, r;
+    done = NULL;
     if (L == NULL) {   /* no memory for a Lua state: fail, don't hang */
       run_outcome out = {FS_FAILED, NULL, 0};
-      if (future_start(t->f)) {
-        bump(&w->started);
+      if (t->attempt > 1 || future_start(t->f)) {
+        if (t->attempt == 1) bump(&w->started);
         pool_finish(p, w, t, &out);
       }
       task_clear(t);
       done = t;
+      L = worker_state_new(p, &broken);
       continue;
     }
-    done = pool_run_task(p, w, L, t, broken.data ? &broken : NULL);
+    r = worker_attempt(p, w, L, t, broken.data ? &broken : NULL, &stopped);
+    if (r == TASK_ABANDONED) {
+      abandoned = 1;
+      break;
+    }
+    if (r == TASK_DONE) done = t;
+    if (stopped) {   /* the stopped code may have left anything half done */
+      lua_close(L);
+      free(broken.data);
+      L = worker_state_new(p, &broken);
+    }
   }
-  free(broken.data);
+  free(broken.data);   /* (pool_take took the last `done`) */
   if (L) lua_close(L);
-  /* Tell the owner, who may be waiting in shutdown. */
-  atomic_fetch_sub(&p->nalive, 1);
-  pthread_mutex_lock(&p->home->lock);
-  if (p->home->sleeping) pthread_cond_signal(&p->home->cond);
-  pthread_mutex_unlock(&p->home->lock);
+  stop_detach(&w->ctx);
+  if (!abandoned) {   /* (an abandoned worker no longer counts) */
+    atomic_fetch_sub(&p->nalive, 1);
+    wake_owner(p);
+  }
   pool_unref(p);
   return NULL;
 }
@@ -399,6 +724,7 @@ static void *worker_main(void *arg) {
 static void inline_drain(lua_State *L, pool *p) {
   task *t;
   for (;;) {
+    int stopped = 0;
     pthread_mutex_lock(&p->lock);
     t = p->head;
     if (t) {
@@ -408,7 +734,7 @@ static void inline_drain(lua_State *L, pool *p) {
     }
     pthread_mutex_unlock(&p->lock);
     if (t == NULL) break;
-    free(pool_run_task(p, &p->workers[0], L, t, NULL));
+    if (worker_attempt(p, p->slots[0], L, t, NULL, &stopped) == TASK_DONE) free(t);
   }
 }
 
@@ -503,8 +829,10 @@ static void pool_shutdown(lua_State *L, pool *p, int wait, int cancel) {
       if (atomic_load(&p->nalive) > 0 && h->done_head == NULL) home_sleep(h, -1);
       pthread_mutex_unlock(&h->lock);
     }
+    /* No worker is alive, so none is being replaced: the slots hold the
+     * threads to join (abandoned ones were detached). */
     for (i = 0; i < (size_t)p->nworkers; i++)
-      if (p->workers[i].running) pthread_join(p->workers[i].thread, NULL);
+      if (p->slots[i]->running) pthread_join(p->slots[i]->thread, NULL);
     p->joined = 1;
   }
   home_dispatch(L);
@@ -552,27 +880,30 @@ static int ex_check_open(lua_State *L) {
 
 static int ex_stats(lua_State *L) {
   pool *p = check_pool(L, 1);
-  long started = 0, completed = 0, failed = 0, timed_out = 0, busy = 0;
+  long started = 0, completed = 0, failed = 0, busy = 0;
   long dep_failed = atomic_load(&p->dep_failed), cancelled = atomic_load(&p->cancelled);
-  int i;
-  for (i = 0; i < p->nworkers; i++) {
-    worker *w = &p->workers[i];
+  long timed_out = atomic_load(&p->timed_out);
+  worker *w;
+  for (w = atomic_load(&p->all); w; w = w->next_all) {
     started += atomic_load(&w->started);
     completed += atomic_load(&w->completed);
     failed += atomic_load(&w->failed);
-    timed_out += atomic_load(&w->timed_out);
     busy += atomic_load(&w->busy);
   }
-  lua_createtable(L, 0, 9);
+  lua_createtable(L, 0, 10);
 #define STAT(name, value) (lua_pushinteger(L, (lua_Integer)(value)), lua_setfield(L, -2, name))
   STAT("workers", p->nworkers);
   STAT("busy", busy);
   STAT("queued", atomic_load(&p->submitted) - started - cancelled - dep_failed);
   STAT("completed", completed);
-  STAT("failed", failed + dep_failed);
-  STAT("cancelled", cancelled);
+  STAT("failed", failed + dep_failed + timed_out);
+  STAT("cancelled", cancelled + atomic_load(&p->stopped));
   STAT("timed_out", timed_out);
 #undef STAT
+  if (p->timeout >= 0) {
+    lua_pushnumber(L, p->timeout);
+    lua_setfield(L, -2, "timeout");
+  }
   lua_pushstring(L, p->kind == POOL_INLINE ? "inline" : "threads");
   lua_setfield(L, -2, "kind");
   if (p->name) {
@@ -592,11 +923,81 @@ static int ex_tostring(lua_State *L) {
 
 /* === submit ============================================================== */
 
+/* What a submit knows of its task besides the function: the metadata of a
+ * weft.task, or the executor's defaults. */
+#define SPEC_MAX_DELAYS 32
+typedef struct task_spec {
+  double timeout;                    /* < 0: none */
+  int retries;
+  double delays[SPEC_MAX_DELAYS];    /* (a longer list repeats its last) */
+  int ndelays;
+  char name[128];                    /* "" for none */
+} task_spec;
+
+static const char TASK_MT = 't';     /* registry: the weft.task metatable */
+
+/* core._task_metatable(mt): tells submit what a weft.task looks like. */
+static int l_task_metatable(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  lua_settop(L, 1);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &TASK_MT);
+  return 0;
+}
+
+static double opt_number(lua_State *L, int t, const char *k, double dflt) {
+  double v = lua_getfield(L, t, k) == LUA_TNUMBER ? lua_tonumber(L, -1) : dflt;
+  lua_pop(L, 1);
+  return v;
+}
+
+/* Reads the task at arg 2: a function, or a weft.task (whose function
+ * then replaces it on the stack).  weft.task has checked the fields. */
+static void read_task(lua_State *L, pool *p, const char *what, task_spec *spec) {
+  int is_task = 0, i, n;
+  spec->timeout = p->timeout;
+  spec->retries = 0;
+  spec->ndelays = 0;
+  spec->name[0] = '\0';
+  if (lua_type(L, 2) == LUA_TFUNCTION) return;
+  if (lua_istable(L, 2) && lua_getmetatable(L, 2)) {
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &TASK_MT);
+    is_task = lua_rawequal(L, -1, -2);
+    lua_pop(L, 2);
+  }
+  if (!is_task || lua_getfield(L, 2, "fn") != LUA_TFUNCTION)
+    weft_error(L, WK_CONFIG, "%s: the task must be a function or a weft.task, got %s", what,
+               luaL_typename(L, 2));
+  if (lua_getfield(L, 2, "name") == LUA_TSTRING)
+    snprintf(spec->name, sizeof spec->name, "%s", lua_tostring(L, -1));
+  lua_pop(L, 1);
+  spec->timeout = opt_number(L, 2, "timeout", p->timeout);
+  spec->retries = (int)opt_number(L, 2, "retries", 0);
+  switch (lua_getfield(L, 2, "retry_delay")) {
+    case LUA_TNUMBER:
+      spec->delays[0] = lua_tonumber(L, -1);
+      spec->ndelays = 1;
+      break;
+    case LUA_TTABLE:
+      n = (int)lua_rawlen(L, -1);
+      for (i = 1; i <= n && i <= SPEC_MAX_DELAYS; i++) {
+        lua_rawgeti(L, -1, i);
+        spec->delays[spec->ndelays++] = lua_tonumber(L, -1);
+        lua_pop(L, 1);
+      }
+      break;
+    default:
+      break;
+  }
+  lua_pop(L, 1);
+  lua_replace(L, 2);   /* the function */
+}
+
 /* Builds the task for an encoded message and hangs it on its
  * dependencies; pushes its future. */
-static void submit_encoded(lua_State *L, pool *p, wire_enc *e) {
+static void submit_encoded(lua_State *L, pool *p, wire_enc *e, const task_spec *spec) {
+  size_t delays = (size_t)spec->ndelays * sizeof(double);
   size_t ptrs = (e->nblobs + e->ndeps) * sizeof(void *);
-  size_t need = sizeof(task) + ptrs + e->out.len;
+  size_t need = sizeof(task) + delays + ptrs + e->out.len;
   future *f = future_new(p->home, p);
   task *t = NULL;
   size_t i;
@@ -625,8 +1026,15 @@ static void submit_encoded(lua_State *L, pool *p, wire_enc *e) {
   t->size = need;
   t->f = f;
   t->pool = p;
+  t->timeout = spec->timeout;
+  t->retries = spec->retries;
+  t->attempt = 1;
+  t->delays = (double *)(void *)(t + 1);
+  t->ndelays = spec->ndelays;
+  memcpy(t->delays, spec->delays, delays);
+  if (spec->name[0]) f->name = strdup(spec->name);
   /* The message owns the references the encoder took. */
-  t->blobs = (proto_blob **)(void *)(t + 1);
+  t->blobs = (proto_blob **)(void *)(t->delays + spec->ndelays);
   t->nblobs = e->nblobs;
   memcpy(t->blobs, e->blobs, e->nblobs * sizeof *t->blobs);
   t->deps = (future **)(t->blobs + e->nblobs);
@@ -653,7 +1061,7 @@ static void submit_encoded(lua_State *L, pool *p, wire_enc *e) {
   }
   atomic_init(&t->pending, (int)t->ndeps + 1);
   pthread_mutex_lock(&p->lock);
-  t->waiting = 1;
+  t->waiting = TASK_DEPS;
   t->wprev = NULL;
   t->wnext = p->waiting;
   if (p->waiting) p->waiting->wprev = t;
@@ -680,13 +1088,11 @@ static void submit_encoded(lua_State *L, pool *p, wire_enc *e) {
   if (atomic_fetch_sub(&t->pending, 1) == 1) task_ready(t);
 }
 
-static pool *submittable(lua_State *L, const char *what) {
+static pool *submittable(lua_State *L, const char *what, task_spec *spec) {
   pool *p = check_pool(L, 1);
   if (p->shutdown)
     weft_error(L, WK_SHUTDOWN, "%s after the executor was shut down", what);
-  if (lua_type(L, 2) != LUA_TFUNCTION)
-    weft_error(L, WK_CONFIG, "%s: the task must be a function, got %s", what,
-               luaL_typename(L, 2));
+  read_task(L, p, what, spec);
   return p;
 }
 
@@ -727,7 +1133,8 @@ static void inline_run(lua_State *L, pool *p, int fidx) {
 
 /* ex:submit(fn, ...) -> future */
 static int ex_submit(lua_State *L) {
-  pool *p = submittable(L, "submit");
+  task_spec spec;
+  pool *p = submittable(L, "submit", &spec);
   wire_enc e;
   int i, n = lua_gettop(L);
   wire_enc_init_with(&e, L, 0, 1, &p->encbuf);
@@ -739,14 +1146,15 @@ static int ex_submit(lua_State *L) {
     raise_encode_error(L, p, &e, "submit");
   for (i = 3; i <= n; i++)
     if (wire_put(&e, i, "argument", i - 2)) raise_encode_error(L, p, &e, "submit");
-  submit_encoded(L, p, &e);
+  submit_encoded(L, p, &e, &spec);
   if (p->kind == POOL_INLINE) inline_run(L, p, lua_gettop(L));
   return 1;
 }
 
 /* ex:_submit_chunk(fn, items, i, j, spread) -> future of (values, errors, n) */
 static int ex_submit_chunk(lua_State *L) {
-  pool *p = submittable(L, "map");
+  task_spec spec;
+  pool *p = submittable(L, "map", &spec);
   lua_Integer i = luaL_checkinteger(L, 4), j = luaL_checkinteger(L, 5), k;
   int spread = lua_toboolean(L, 6);
   wire_enc e;
@@ -761,7 +1169,7 @@ static int ex_submit_chunk(lua_State *L) {
     if (wire_put(&e, -1, "item", (int)k)) raise_encode_error(L, p, &e, "map");
     lua_pop(L, 1);
   }
-  submit_encoded(L, p, &e);
+  submit_encoded(L, p, &e, &spec);
   if (p->kind == POOL_INLINE) inline_run(L, p, lua_gettop(L));
   return 1;
 }
@@ -775,13 +1183,13 @@ static char *dup_field(lua_State *L, int t, const char *k) {
   return s;
 }
 
-/* core.pool(kind, workers, name, init, init_args) -> executor */
+/* core.pool(kind, workers, name, init, init_args, timeout) -> executor */
 static int l_pool(lua_State *L) {
   const char *kind = luaL_checkstring(L, 1);
   lua_Integer n = luaL_checkinteger(L, 2);
   pool *p, **pp;
   int i;
-  lua_settop(L, 5);
+  lua_settop(L, 6);
   if (n <= 0 || n > 4096)
     return weft_error(L, WK_CONFIG, "workers must be between 1 and 4096, got %d", (int)n);
   p = aligned_alloc(CACHE_LINE, (sizeof *p + CACHE_LINE - 1) / CACHE_LINE * CACHE_LINE);
@@ -790,12 +1198,8 @@ static int l_pool(lua_State *L) {
   atomic_init(&p->refs, 1);
   p->kind = strcmp(kind, "inline") == 0 ? POOL_INLINE : POOL_THREADS;
   p->nworkers = p->kind == POOL_INLINE ? 1 : (int)n;
-  p->workers = aligned_alloc(CACHE_LINE, (size_t)p->nworkers * sizeof *p->workers);
-  if (p->workers == NULL) {
-    free(p);
-    return luaL_error(L, "weft: out of memory");
-  }
-  memset(p->workers, 0, (size_t)p->nworkers * sizeof *p->workers);
+  p->timeout = lua_type(L, 6) == LUA_TNUMBER ? lua_tonumber(L, 6) : -1;
+  atomic_init(&p->all, NULL);
   {
     /* Held for a few instructions at a time by the submitter and the
      * workers: spinning briefly beats sleeping in the kernel. */
@@ -806,6 +1210,14 @@ static int l_pool(lua_State *L) {
     pthread_mutexattr_destroy(&ma);
   }
   pthread_cond_init(&p->work, NULL);
+  p->slots = calloc((size_t)p->nworkers, sizeof *p->slots);
+  for (i = 0; p->slots && i < p->nworkers; i++) {
+    if ((p->slots[i] = worker_new(p, i + 1)) == NULL) break;
+  }
+  if (p->slots == NULL || i < p->nworkers) {
+    pool_unref(p);
+    return luaL_error(L, "weft: out of memory");
+  }
   p->home = home_of(L);
   atomic_fetch_add(&p->home->refs, 1);
   if (lua_isstring(L, 3)) p->name = strdup(lua_tostring(L, 3));
@@ -845,43 +1257,21 @@ static int l_pool(lua_State *L) {
     wire_enc_free(&e);
   }
   if (p->kind == POOL_THREADS) {
-    pthread_attr_t attr;
     size_t k;
+    int rc;
     p->ring = aligned_alloc(CACHE_LINE, POOL_RING * sizeof *p->ring);
     if (p->ring == NULL) return luaL_error(L, "weft: out of memory");
     for (k = 0; k < POOL_RING; k++) {
       atomic_init(&p->ring[k].seq, k);
       p->ring[k].t = NULL;
     }
-    sigset_t all, old;
-    pthread_attr_init(&attr);
-    pthread_attr_setstacksize(&attr, WORKER_STACK);
-    /* Workers start with asynchronous signals blocked, so Ctrl-C and
-     * friends always reach the threads of the program itself. */
-    sigfillset(&all);
-    sigdelset(&all, SIGSEGV);
-    sigdelset(&all, SIGBUS);
-    sigdelset(&all, SIGFPE);
-    sigdelset(&all, SIGILL);
-    pthread_sigmask(SIG_BLOCK, &all, &old);
     for (i = 0; i < p->nworkers; i++) {
-      worker *w = &p->workers[i];
-      w->pool = p;
-      w->index = i + 1;
-      pool_ref(p);
-      atomic_fetch_add(&p->nalive, 1);
-      if (pthread_create(&w->thread, &attr, worker_main, w) != 0) {
-        atomic_fetch_sub(&p->nalive, 1);
-        pool_unref(p);
-        pthread_attr_destroy(&attr);
+      if ((rc = worker_start(p, p->slots[i])) != 0) {
         pool_shutdown(L, p, 1, 1);
-        return weft_error(L, WK_CONFIG, "cannot start worker thread %d of %d", i + 1,
-                          p->nworkers);
+        return weft_error(L, WK_CONFIG, "cannot start worker thread %d of %d: %s", i + 1,
+                          p->nworkers, strerror(rc));
       }
-      w->running = 1;
     }
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
-    pthread_attr_destroy(&attr);
   }
   return 1;
 }
@@ -913,6 +1303,7 @@ void pool_open(lua_State *L) {
   static const luaL_Reg funcs[] = {
       {"pool", l_pool},
       {"cpu_count", l_cpu_count},
+      {"_task_metatable", l_task_metatable},
       {"is_executor", l_is_executor},
       {"now", l_now},
       {NULL, NULL}};

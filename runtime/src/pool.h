@@ -14,15 +14,19 @@
 #include "buf.h"
 #include "future.h"
 #include "proto.h"
+#include "stop.h"
 
 typedef enum { POOL_INLINE, POOL_THREADS } pool_kind;
 
+struct worker;
+
 typedef struct task {
   struct task *next;
-  struct task *wprev, *wnext;   /* pool->waiting (guarded by pool->lock) */
+  struct task *wprev, *wnext;   /* pool->waiting or pool->delayed (pool->lock) */
   future *f;
   struct pool *pool;
-  /* One allocation holds the task, then blobs[], deps[] and msg bytes. */
+  /* One allocation holds the task, then delays[], blobs[], deps[] and the
+   * msg bytes. */
   char *msg;
   size_t len;
   proto_blob **blobs;           /* owned references */
@@ -31,8 +35,19 @@ typedef struct task {
   size_t ndeps;
   atomic_int pending;           /* unsettled dependencies (+1 while submitting) */
   size_t size;                  /* bytes allocated, for reuse */
-  int waiting;                  /* on pool->waiting */
+  int waiting;                  /* TASK_DEPS: on pool->waiting; TASK_DELAYED:
+                                   on pool->delayed, until retry_timer fires */
+  /* From the task's metadata (weft.task) and the executor's defaults. */
+  double timeout;               /* seconds per attempt, < 0: none */
+  int retries;                  /* attempts after the first failed one */
+  int attempt;                  /* 1-based number of the current attempt */
+  double *delays;               /* before retry k: delays[min(k, ndelays) - 1] */
+  int ndelays;
+  dl_timer retry_timer;
+  struct worker *worker;        /* the worker running the attempt */
 } task;
+
+enum { TASK_DEPS = 1, TASK_DELAYED = 2 };
 
 typedef struct flink {
   struct flink *next;
@@ -52,15 +67,27 @@ typedef struct ring_cell {
   struct task *t;
 } ring_cell;
 
-/* A worker's counters, written only by that worker (the inline executor's
- * single slot by its owner), read by stats(). */
+/* A worker: its counters, written only by that worker (the inline
+ * executor's single slot by its owner) and read by stats(); and what it
+ * runs now, for deadlines and forced cancels.  Workers are never freed
+ * before their pool: a replaced worker stays on pool->all. */
 typedef struct worker {
-  _Alignas(CACHE_LINE) atomic_long started, completed, failed, timed_out;
+  _Alignas(CACHE_LINE) atomic_long started, completed, failed;
   atomic_int busy;
   struct pool *pool;
+  struct worker *next_all;     /* pool->all */
   pthread_t thread;
   int index;
   int running;                 /* the thread was created */
+  /* Guarded by lock, rank 2 ("worker"): taken with no pool lock held; a
+   * home or stop lock may be taken under it. */
+  pthread_mutex_t lock;
+  task *task;                  /* the attempt running now, or NULL */
+  stop_level *level;           /* ...and its stop level, while it may be stopped */
+  unsigned seq, stuck_seq;     /* attempts started; the one `stuck` watches */
+  int abandoned;               /* stuck in C: replaced, exits when it returns */
+  dl_timer stuck;              /* a stopped attempt that has not returned */
+  stop_ctx ctx;                /* the thread's stop context */
 } worker;
 
 /* Fields are grouped by who writes them, one cache line apart, so the
@@ -68,12 +95,16 @@ typedef struct worker {
  *   - the queue (p->lock) is the one line everybody must share;
  *   - the owner's line: only the submitting state's thread writes it;
  *   - counters per worker (struct worker).
- * stats() derives `queued` as submitted - started - cancelled - dep_failed. */
+ * stats() derives `queued` as submitted - started - cancelled - dep_failed.
+ * Timeouts are counted in pool->timed_out (whoever settles them). */
 typedef struct pool {
   /* === set at creation, then read-only ==================================*/
   pool_kind kind;
   int nworkers;
-  worker *workers;               /* nworkers slots (1 for inline) */
+  worker **slots;                /* nworkers (1 for inline); a stuck worker's
+                                    slot gets its replacement (pool->lock) */
+  _Atomic(worker *) all;         /* every worker ever started, for stats */
+  double timeout;                /* default seconds per task, < 0: none */
   home *home;                    /* the owner, woken when workers exit */
   char *name;
   char *path, *cpath;            /* package.path/cpath for worker states */
@@ -86,6 +117,7 @@ typedef struct pool {
   pthread_cond_t work;           /* tasks queued, or shutdown */
   task *head, *tail;             /* ready to run */
   task *waiting;                 /* accepted, waiting on dependencies */
+  task *delayed;                 /* failed attempts waiting to be retried */
   int nwaking;                   /* sleepers signalled and not yet up */
   int shutdown;                  /* no more submits (read unlocked by owner) */
   /* Finished tasks come back from the workers for reuse, so task memory
@@ -107,7 +139,8 @@ typedef struct pool {
   buf encbuf;                    /* the encode buffer, reused */
   proto_keep blobs;              /* every function blob sent to this pool */
   atomic_long submitted;         /* written by the owner, read by stats */
-  atomic_long cancelled;         /* cancels come from the owner's thread */
+  atomic_long cancelled;         /* pending tasks cancelled (owner's thread) */
+  atomic_long stopped;           /* running tasks cancelled with force */
   long prune_at;                 /* prune `failed` when it grows past this */
 
   /* === the consumers' position in `ring` ================================*/
@@ -119,6 +152,7 @@ typedef struct pool {
 
   /* === rare, from any thread =============================================*/
   _Alignas(CACHE_LINE) atomic_long dep_failed;   /* failed by a dependency */
+  atomic_long timed_out;         /* failed by their deadline */
   atomic_int nalive;             /* worker threads still running */
 } pool;
 

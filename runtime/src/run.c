@@ -110,6 +110,7 @@ typedef struct run_args {
   future **deps;
   size_t ndeps;
   const char *name;
+  int trusted;
   run_outcome *out;
 } run_args;
 
@@ -262,7 +263,7 @@ static int run_protected(lua_State *L) {
   wire_dec d;
   int kind;
   lua_settop(L, 0);
-  if (wire_dec_init(&d, L, a->msg, a->len, 1) || wire_get_byte(&d, &kind)) {
+  if (wire_dec_init(&d, L, a->msg, a->len, a->trusted) || wire_get_byte(&d, &kind)) {
     lua_settop(L, 0);
     fail_serialization(L, d.err ? d.err : "bad task message", a->name, a->out);
     return 0;
@@ -279,8 +280,8 @@ static int run_protected(lua_State *L) {
 }
 
 void run_message(lua_State *L, const char *msg, size_t len, future **deps,
-                 size_t ndeps, const char *name, run_outcome *out) {
-  run_args a = {msg, len, deps, ndeps, name, out};
+                 size_t ndeps, const char *name, int trusted, run_outcome *out) {
+  run_args a = {msg, len, deps, ndeps, name, trusted, out};
   int top = lua_gettop(L);
   out->data = NULL;
   out->len = 0;
@@ -301,7 +302,7 @@ void run_message(lua_State *L, const char *msg, size_t len, future **deps,
 }
 
 int run_init(lua_State *L, const char *msg, size_t len, run_outcome *out) {
-  run_message(L, msg, len, NULL, 0, "init", out);
+  run_message(L, msg, len, NULL, 0, "init", 1, out);
   if (out->state == FS_FINISHED) {
     free(out->data);
     out->data = NULL;

@@ -28,9 +28,10 @@ typedef struct run_outcome {
   size_t len;
 } run_outcome;
 
-/* Runs the message in L (left with an empty stack afterwards). */
+/* Runs the message in L (left as it was).  `trusted`: the message comes
+ * from this process (it may point at bytecode blobs here). */
 void run_message(lua_State *L, const char *msg, size_t len,
-                 future **deps, size_t ndeps, const char *name,
+                 future **deps, size_t ndeps, const char *name, int trusted,
                  run_outcome *out);
 
 /* Encodes an error record {kind, message [, cause = record]} with no Lua

@@ -500,6 +500,29 @@ int wire_encode_tuple(wire_enc *e, int first, int n, const char *what) {
   return 0;
 }
 
+static void record_field(buf *b, const char *key, const char *value, int *fails) {
+  size_t k = strlen(key), v = strlen(value);
+  *fails |= buf_putc(b, W_STR) | buf_putvar(b, k) | buf_put(b, key, k);
+  *fails |= buf_putc(b, W_STR) | buf_putvar(b, v) | buf_put(b, value, v);
+}
+
+char *wire_record(const char *kind, const char *message, const char *task,
+                  size_t *len) {
+  buf b = BUF_INIT;
+  uint32_t nhash = task ? 3 : 2;
+  unsigned char count[4] = {(unsigned char)nhash, 0, 0, 0};
+  int fails = buf_putc(&b, WIRE_VERSION) | buf_putc(&b, 0) | buf_putvar(&b, 1) |
+              buf_putc(&b, W_TABLE) | buf_putvar(&b, 0) | buf_put(&b, count, 4);
+  record_field(&b, "kind", kind, &fails);
+  record_field(&b, "message", message, &fails);
+  if (task) record_field(&b, "task", task, &fails);
+  if (fails) {
+    buf_free(&b);
+    return NULL;
+  }
+  return buf_steal(&b, len);
+}
+
 /* === decoder ============================================================= */
 
 static int dec_fail(wire_dec *d, const char *msg) {

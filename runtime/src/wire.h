@@ -104,6 +104,12 @@ int wire_get_byte(wire_dec *d, int *c);
 int wire_decode_tuple(lua_State *L, const char *data, size_t len, int trusted,
                       int max);
 
+/* Encodes, with no Lua state, a tuple message of one error-record table
+ * {kind =, message = [, task =]} (the form run.c produces).  Returns the
+ * malloc'd bytes, or NULL when out of memory. */
+char *wire_record(const char *kind, const char *message, const char *task,
+                  size_t *len);
+
 /* The serialization-error message of a failed encode, for raising. */
 const char *wire_error(const wire_enc *e);
 

@@ -1,0 +1,34 @@
+/*
+ * child.h -- running one call in a fresh child process (child_*): the
+ * weft.timeout.process mechanism.
+ *
+ * The child is the weft-worker program, started with posix_spawn (an exec,
+ * never a bare fork of a parent that has threads).  The call travels in the
+ * wire format with its bytecode, over a socket pair on the child's fd 3:
+ *
+ *   parent -> child   path:u32-string cpath:u32-string message:u64-string
+ *   child -> parent   state:u8 outcome:u64-string     (then it exits)
+ *
+ * At the deadline the child is killed with SIGKILL and reaped.
+ */
+#ifndef WEFT_CHILD_H
+#define WEFT_CHILD_H
+
+#include <lua.h>
+#include <stddef.h>
+
+/* Calls fn(...) (stack: seconds, fn, args...) in a child process; returns
+ * its results, or raises: fn's own error, kind timeout at the deadline,
+ * kind worker_died if the child died without answering. */
+int child_call(lua_State *L, double seconds, const char *what);
+
+/* The worker program's path: $WEFT_WORKER, else weft-worker next to the
+ * file holding this code, else the installed default.  NULL if none is
+ * executable; `looked` (if not NULL) then lists where it looked. */
+const char *child_worker_path(char *looked, size_t size);
+
+/* The child's side, for the worker program: reads the call from fd,
+ * runs it in a new state, writes the outcome; returns an exit status. */
+int child_serve_oneshot(int fd, int (*open_core)(lua_State *L));
+
+#endif
