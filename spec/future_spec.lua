@@ -458,9 +458,7 @@ describe("a thread task's future", function()
   end)
 
   describe("cancel{force = true}", function()
-    -- Stopping RUNNING work needs the deadline service (issue 3); until it
-    -- lands, cancel{force = true} on a running task returns false.
-    pending("stops a running thread task at its next Lua instruction", function()
+    it("stops a running thread task at its next Lua instruction", function()
       local ex = util.threads { workers = 1 }
       local g = gate.new()
       local arrive = g.arrive

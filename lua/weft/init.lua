@@ -43,7 +43,9 @@ local function check_opts(what, opts, allowed)
   for k in pairs(opts) do
     if not allowed[k] then
       local names = {}
-      for name in pairs(allowed) do names[#names + 1] = name end
+      for name in pairs(allowed) do
+        if type(name) == "string" then names[#names + 1] = name end
+      end
       table.sort(names)
       raise("config", "%s: unknown option %s (known: %s)", what, tostring(k),
             table.concat(names, ", "))

@@ -207,11 +207,12 @@ timeout:
 static int raise_record(lua_State *L, const char *data, size_t len) {
   if (wire_decode_tuple(L, data, len, 0, 1) != 1 || !lua_istable(L, -1))
     return weft_error(L, WK_SERIALIZATION, "the child's error cannot be decoded");
-  lua_getfield(L, -1, "kind");
+  int rec = lua_gettop(L);
+  lua_getfield(L, rec, "kind");
   if (lua_type(L, -1) == LUA_TSTRING && strcmp(lua_tostring(L, -1), "task") == 0 &&
-      lua_getfield(L, -2, "value") != LUA_TNIL)
+      lua_getfield(L, rec, "value") != LUA_TNIL)
     return lua_error(L);
-  lua_settop(L, lua_gettop(L) - 2);
+  lua_settop(L, rec);
   weft_bless_error(L);
   return lua_error(L);
 }

@@ -943,6 +943,10 @@ void future_push_error(lua_State *L, future *f) {
   } else if (f->data && wire_decode_tuple(L, f->data, f->len, 1, 1) == 1 &&
              lua_istable(L, -1)) {
     weft_bless_error(L);
+    if (atomic_load(&f->attempts) > 0) {
+      lua_pushinteger(L, atomic_load(&f->attempts));
+      lua_setfield(L, -2, "attempts");
+    }
     return;
   } else {
     lua_settop(L, base);
@@ -1067,6 +1071,13 @@ static int f_running(lua_State *L) {
 
 static int f_cancelled(lua_State *L) {
   lua_pushboolean(L, future_state(check_future(L, 1)) == FS_CANCELLED);
+  return 1;
+}
+
+/* f:attempts() -> how many times its task was started (retries count) */
+static int f_attempts(lua_State *L) {
+  future *f = check_future(L, 1);
+  lua_pushinteger(L, atomic_load_explicit(&f->attempts, memory_order_relaxed));
   return 1;
 }
 
@@ -1278,6 +1289,7 @@ void future_open(lua_State *L) {
       {"cancelled", f_cancelled},
       {"cancel", f_cancel},
       {"state", f_state},
+      {"attempts", f_attempts},
       {"add_done_callback", f_add_done_callback},
       {"set_running_or_notify_cancel", f_set_running_or_notify_cancel},
       {"set_result", f_set_result},

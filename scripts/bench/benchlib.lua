@@ -5,8 +5,10 @@ scripts/bench/run parses:
 
     RESULT us_per_task=1.83 tasks=20000 runs=5
 
-The first key is the figure being compared; the rest are notes. Python
-baselines print the same line (scripts/bench/benchlib.py).
+The first key is the figure being compared; the rest are notes. Values are
+numbers, except an optional note="..." (a string without double quotes),
+which the table shows beside the figure: a caveat the number alone hides.
+Python baselines print the same line (scripts/bench/benchlib.py).
 
 Load it from a benchmark with
     local bench = dofile((arg[0]:match("^(.*)/") or ".") .. "/benchlib.lua")
@@ -49,6 +51,14 @@ function M.best_of(runs, fn)
   return best
 end
 
+--- The p-th percentile (0 < p <= 100) of a list of numbers, by nearest
+--- rank: the smallest sample that at least p % of the samples do not exceed.
+function M.percentile(samples, p)
+  local sorted = table.move(samples, 1, #samples, 1, {})
+  table.sort(sorted)
+  return sorted[math.max(1, math.ceil(#sorted * p / 100))]
+end
+
 --- Resident set size of this process, in bytes.
 function M.rss_bytes()
   local f = assert(io.open("/proc/self/statm", "r"))
@@ -59,6 +69,10 @@ function M.rss_bytes()
 end
 
 local function format_value(v)
+  if type(v) == "string" then
+    assert(not v:find('"'), "a RESULT string cannot hold a double quote")
+    return '"' .. v .. '"'
+  end
   if math.type(v) == "float" then
     if math.abs(v) >= 1000 then
       return string.format("%.0f", v)

@@ -6,8 +6,11 @@ format the weft benchmarks use (scripts/bench/benchlib.lua):
     RESULT us_per_task=31.2 tasks=20000 runs=5
 
 The first key is the figure scripts/bench/run compares; the rest are notes.
+Values are numbers, except an optional note="..." (a string without double
+quotes), which the table shows beside the figure.
 """
 import gc
+import math
 import sys
 import time
 
@@ -31,6 +34,13 @@ def best_of(runs, fn):
     return best
 
 
+def percentile(samples, p):
+    """The p-th percentile (0 < p <= 100) of a list of numbers, by nearest
+    rank: the smallest sample that at least p % of the samples do not exceed."""
+    ordered = sorted(samples)
+    return ordered[max(1, math.ceil(len(ordered) * p / 100)) - 1]
+
+
 def rss_bytes():
     """Resident set size of this process, in bytes."""
     with open("/proc/self/statm") as f:
@@ -38,6 +48,9 @@ def rss_bytes():
 
 
 def fmt(v):
+    if isinstance(v, str):
+        assert '"' not in v, "a RESULT string cannot hold a double quote"
+        return '"%s"' % v
     if isinstance(v, float):
         return "%.0f" % v if abs(v) >= 1000 else "%.4g" % v
     return str(v)
