@@ -5,8 +5,10 @@
  * pool_open); the idiom (options tables, map, gather, executor specs) lives
  * in lua/weft/init.lua.
  */
+#include <dlfcn.h>
 #include <lauxlib.h>
 #include <lua.h>
+#include <string.h>
 
 #include "future.h"
 #include "wire.h"
@@ -40,11 +42,22 @@ static int l_wire_decode(lua_State *L) {
   return n;
 }
 
+/* Keeps this module loaded for good.  Lua unloads C modules when the
+ * state that required them closes, but weft's threads (the deadline
+ * service, a worker stuck in a C call) may still run its code then. */
+static void pin_module(void) {
+  Dl_info info;
+  if (dladdr((void *)luaopen_weft_core, &info) && info.dli_fname &&
+      strstr(info.dli_fname, ".so"))
+    dlopen(info.dli_fname, RTLD_NOW | RTLD_NOLOAD | RTLD_NODELETE);
+}
+
 int luaopen_weft_core(lua_State *L) {
   static const luaL_Reg funcs[] = {
       {"_wire_encode", l_wire_encode},
       {"_wire_decode", l_wire_decode},
       {NULL, NULL}};
+  pin_module();
   luaL_newlib(L, funcs);
   proto_open(L);
   future_open(L);

@@ -411,17 +411,21 @@ static void task_retry(pool *p, task *t) {
   double delay = retry_delay(t);
   t->attempt++;
   if (delay > 0) {
+    int armed;
+    /* Armed under the lock: a forced cancel may find the task on the
+     * list (and free it) as soon as the lock is released. */
     pthread_mutex_lock(&p->lock);
-    t->waiting = TASK_DELAYED;
-    t->wprev = NULL;
-    t->wnext = p->delayed;
-    if (p->delayed) p->delayed->wprev = t;
-    p->delayed = t;
-    pthread_mutex_unlock(&p->lock);
     memset(&t->retry_timer, 0, sizeof t->retry_timer);
-    if (dl_arm(&t->retry_timer, weft_now() + delay, retry_fire) == 0) return;
-    retry_fire(&t->retry_timer);   /* out of memory for the timer: now */
-    return;
+    armed = dl_arm(&t->retry_timer, weft_now() + delay, retry_fire) == 0;
+    if (armed) {
+      t->waiting = TASK_DELAYED;
+      t->wprev = NULL;
+      t->wnext = p->delayed;
+      if (p->delayed) p->delayed->wprev = t;
+      p->delayed = t;
+    }
+    pthread_mutex_unlock(&p->lock);
+    if (armed) return;   /* (out of memory for the timer: retry now) */
   }
   pool_enqueue(p, t);
 }
