@@ -266,7 +266,7 @@ int stop_push(stop_level *lv, lua_State *L, double seconds, int sig) {
   lv->saved_mask = lua_gethookmask(L);
   lv->saved_count = lua_gethookcount(L);
   if (sig == SIGALRM) alarm_take();
-  if (!c->worker) {
+  if (!c->worker && seconds >= 0) {
     /* The thread must not block the signal that stops it. */
     sigset_t s;
     sigemptyset(&s);

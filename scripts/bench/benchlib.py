@@ -41,6 +41,16 @@ def percentile(samples, p):
     return ordered[max(1, math.ceil(len(ordered) * p / 100)) - 1]
 
 
+def lateness_fields(lates, timeout):
+    """The usual figures of a lateness benchmark, in milliseconds, as
+    keyword arguments for result(): p99 first, then p50, max, trials and
+    the timeout used."""
+    return dict(p99_ms=percentile(lates, 99) * 1e3,
+                p50_ms=percentile(lates, 50) * 1e3,
+                max_ms=percentile(lates, 100) * 1e3,
+                trials=len(lates), timeout_ms=timeout * 1e3)
+
+
 def rss_bytes():
     """Resident set size of this process, in bytes."""
     with open("/proc/self/statm") as f:

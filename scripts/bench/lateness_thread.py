@@ -12,7 +12,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, TimeoutError
 
-from benchlib import now, percentile, result
+from benchlib import lateness_fields, now, result
 
 TRIALS = 200
 T = 0.02  # the wait's timeout, seconds
@@ -51,10 +51,8 @@ def main():
             late, s = trial(ex)
             lates.append(late)
             stopped += s
-    fields = dict(p99_ms=percentile(lates, 99) * 1e3,
-                  p50_ms=percentile(lates, 50) * 1e3,
-                  max_ms=percentile(lates, 100) * 1e3,
-                  stopped=stopped, trials=TRIALS, timeout_ms=T * 1e3)
+    fields = lateness_fields(lates, T)
+    fields["stopped"] = stopped
     if stopped < TRIALS:
         fields["note"] = "task NOT stopped in %d of %d" % (TRIALS - stopped, TRIALS)
     result(**fields)
