@@ -90,24 +90,55 @@ end
 local thread_opts = { workers = true, init = true, init_args = true,
                       timeout = true, name = true }
 
+-- The options threads and processes share: workers, init, init_args, name.
+local function check_pool_opts(what, opts)
+  local n = check_workers(what, opts.workers)
+  if opts.init ~= nil and type(opts.init) ~= "function" then
+    raise("config", "%s: init must be a function, got %s", what, type(opts.init))
+  end
+  if opts.init_args ~= nil and type(opts.init_args) ~= "table" then
+    raise("config", "%s: init_args must be a list, got %s", what, type(opts.init_args))
+  end
+  if opts.name ~= nil and type(opts.name) ~= "string" then
+    raise("config", "%s: name must be a string, got %s", what, type(opts.name))
+  end
+  return n
+end
+
 --- weft.threads{workers=, init=, init_args=, timeout=, name=}
 function weft.threads(opts)
   opts = check_opts("weft.threads", opts, thread_opts)
-  local n = check_workers("weft.threads", opts.workers)
-  if opts.init ~= nil and type(opts.init) ~= "function" then
-    raise("config", "weft.threads: init must be a function, got %s", type(opts.init))
-  end
-  if opts.init_args ~= nil and type(opts.init_args) ~= "table" then
-    raise("config", "weft.threads: init_args must be a list, got %s", type(opts.init_args))
-  end
-  if opts.name ~= nil and type(opts.name) ~= "string" then
-    raise("config", "weft.threads: name must be a string, got %s", type(opts.name))
-  end
+  local n = check_pool_opts("weft.threads", opts)
   local timeout = check_timeout("weft.threads", opts.timeout)
   return core.pool("threads", n, opts.name, opts.init, opts.init_args, timeout)
 end
 
---- weft.executor(spec): "inline", "threads", "threads:8".
+local process_opts = { workers = true, init = true, init_args = true, timeout = true,
+                       name = true, max_tasks_per_worker = true, kill_grace = true,
+                       worker_path = true }
+
+--- weft.processes{workers=, init=, init_args=, timeout=, max_tasks_per_worker=,
+--- kill_grace=, name=, worker_path=}
+function weft.processes(opts)
+  local what = "weft.processes"
+  opts = check_opts(what, opts, process_opts)
+  local n = check_pool_opts(what, opts)
+  local timeout = check_timeout(what, opts.timeout)
+  local grace = check_timeout(what, opts.kill_grace, "kill_grace")
+  local max_tasks = opts.max_tasks_per_worker
+  if max_tasks ~= nil and (math_type(max_tasks) ~= "integer" or max_tasks < 1) then
+    raise("config", "%s: max_tasks_per_worker must be a positive integer, got %s", what,
+          tostring(max_tasks))
+  end
+  if opts.worker_path ~= nil and type(opts.worker_path) ~= "string" then
+    raise("config", "%s: worker_path must be a string, got %s", what, type(opts.worker_path))
+  end
+  return core.pool("processes", n, opts.name, opts.init, opts.init_args, timeout,
+                   { kill_grace = grace, max_tasks_per_worker = max_tasks,
+                     worker_path = opts.worker_path })
+end
+
+--- weft.executor(spec): "inline", "threads", "threads:8", "processes", "processes:4".
 function weft.executor(spec)
   if core.is_executor(spec) then return spec end
   if type(spec) ~= "string" then
@@ -117,20 +148,20 @@ function weft.executor(spec)
   if colon == "" and arg ~= "" then kind = nil end
   if kind == "inline" and colon == "" then
     return weft.inline()
-  elseif kind == "threads" then
+  elseif kind == "threads" or kind == "processes" then
     local n
     if colon ~= "" then
       n = arg:match("^%d+$") and math.tointeger(tonumber(arg))
       if not n then
-        raise("config", "weft.executor: bad worker count in %q (expected threads:N)", spec)
+        raise("config", "weft.executor: bad worker count in %q (expected %s:N)", spec, kind)
       end
     end
-    return weft.threads { workers = n }
-  elseif kind == "processes" or spec:match("^redis") then
+    return weft[kind] { workers = n }
+  elseif spec:match("^redis") then
     raise("config", "weft.executor: %q needs an executor that is not built yet", spec)
   end
   raise("config", "weft.executor: unknown executor spec %q "
-        .. "(expected inline, threads or threads:N)", spec)
+        .. "(expected inline, threads, threads:N, processes or processes:N)", spec)
 end
 
 -- === tasks ===============================================================

@@ -8,6 +8,8 @@
  *
  *   weft-worker --oneshot    run one call read from fd 3, answer on fd 3
  *                            (weft.timeout.process)
+ *   weft-worker --pool       serve a process pool's tasks over fd 3
+ *                            (weft.processes; see runtime/src/frame.h)
  */
 #include <lua.h>
 #include <stdio.h>
@@ -15,14 +17,17 @@
 #include <unistd.h>
 
 #include "child.h"
+#include "serve.h"
 #include "weft.h"
 
 int main(int argc, char **argv) {
   if (argc == 2 && strcmp(argv[1], "--oneshot") == 0)
     _exit(child_serve_oneshot(3, luaopen_weft_core));
+  if (argc == 2 && strcmp(argv[1], "--pool") == 0) _exit(serve_pool(3, luaopen_weft_core));
   fprintf(stderr,
           "weft-worker %s: the worker program of weft; weft starts it itself.\n"
-          "usage: weft-worker --oneshot   (one call, over fd 3)\n",
+          "usage: weft-worker --oneshot   (one call, over fd 3)\n"
+          "       weft-worker --pool      (a process pool's tasks, over fd 3)\n",
           WEFT_VERSION);
   return 2;
 }

@@ -23,6 +23,7 @@
 
 #include "buf.h"
 #include "deadline.h"
+#include "frame.h"
 #include "future.h"
 #include "run.h"
 #include "stop.h"
@@ -95,47 +96,59 @@ static int wait_fd(int fd, short events, double deadline) {
   return errno == EINTR ? -1 : 1;   /* an error shows on the next read/write */
 }
 
-static void put_u32(buf *b, uint32_t v) {
-  unsigned char c[4] = {(unsigned char)v, (unsigned char)(v >> 8), (unsigned char)(v >> 16),
-                        (unsigned char)(v >> 24)};
-  buf_put(b, c, 4);
-}
-
 static void put_u64(buf *b, uint64_t v) {
-  put_u32(b, (uint32_t)v);
-  put_u32(b, (uint32_t)(v >> 32));
+  buf_put_u32(b, (uint32_t)v);
+  buf_put_u32(b, (uint32_t)(v >> 32));
 }
 
-static uint64_t get_u(const unsigned char *p, int n) {
-  uint64_t v = 0;
-  int i;
-  for (i = n - 1; i >= 0; i--) v = v << 8 | p[i];
-  return v;
-}
+#define get_u frame_get
 
-static int spawn_worker(const char *path, int fd, pid_t *pid) {
+int child_spawn(const char *path, const char *mode, int fd, int shared_fd, pid_t *pid) {
   posix_spawn_file_actions_t fa;
   posix_spawnattr_t attr;
   sigset_t none, dfl;
   char *argv[3];
-  int rc;
+  int rc, moved = -1, moved_shared = -1;
+  /* Out of the way of the dup2s: onto itself, a dup2 would keep
+   * close-on-exec; onto the other's target, it would clobber it. */
+  if (fd == CHILD_FD || fd == FRAME_SHARED_FD) {
+    if ((moved = fcntl(fd, F_DUPFD_CLOEXEC, 10)) < 0) return errno;
+    fd = moved;
+  }
+  if (shared_fd == CHILD_FD || shared_fd == FRAME_SHARED_FD) {
+    if ((moved_shared = fcntl(shared_fd, F_DUPFD_CLOEXEC, 10)) < 0) {
+      rc = errno;
+      if (moved >= 0) close(moved);
+      return rc;
+    }
+    shared_fd = moved_shared;
+  }
   argv[0] = (char *)path;
-  argv[1] = (char *)"--oneshot";
+  argv[1] = (char *)mode;
   argv[2] = NULL;
   posix_spawn_file_actions_init(&fa);
   posix_spawn_file_actions_adddup2(&fa, fd, CHILD_FD);
+  if (shared_fd >= 0) posix_spawn_file_actions_adddup2(&fa, shared_fd, FRAME_SHARED_FD);
   posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
   posix_spawnattr_init(&attr);
   sigemptyset(&none);
   sigemptyset(&dfl);
   sigaddset(&dfl, SIGURG);
   sigaddset(&dfl, SIGALRM);
+  sigaddset(&dfl, SIGTERM);
+  sigaddset(&dfl, SIGPIPE);
   posix_spawnattr_setsigmask(&attr, &none);
   posix_spawnattr_setsigdefault(&attr, &dfl);
-  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+  /* Its own process group: Ctrl-C in a terminal goes to the parent, which
+   * decides what becomes of the tasks, not straight to every worker. */
+  posix_spawnattr_setpgroup(&attr, 0);
+  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF |
+                                      POSIX_SPAWN_SETPGROUP);
   rc = posix_spawn(pid, path, &fa, &attr, argv, environ);
   posix_spawn_file_actions_destroy(&fa);
   posix_spawnattr_destroy(&attr);
+  if (moved >= 0) close(moved);
+  if (moved_shared >= 0) close(moved_shared);
   return rc;
 }
 
@@ -144,7 +157,7 @@ static void reap(pid_t pid, int *status, int kill_it) {
   while (waitpid(pid, status, 0) < 0 && errno == EINTR) {}
 }
 
-static void describe_exit(char *out, size_t size, int status) {
+void child_describe_exit(char *out, size_t size, int status) {
   if (WIFSIGNALED(status)) {
     const char *abbrev = sigabbrev_np(WTERMSIG(status));
     snprintf(out, size, "was killed by signal %d (SIG%s)", WTERMSIG(status),
@@ -256,10 +269,8 @@ int child_call(lua_State *L, double seconds, const char *what) {
   cpath = lua_tolstring(L, -1, &clen);
   if (!path) { path = ""; plen = 0; }
   if (!cpath) { cpath = ""; clen = 0; }
-  put_u32(&req, (uint32_t)plen);
-  buf_put(&req, path, plen);
-  put_u32(&req, (uint32_t)clen);
-  buf_put(&req, cpath, clen);
+  buf_put_str(&req, path, plen);
+  buf_put_str(&req, cpath, clen);
   put_u64(&req, e.out.len);
   if (buf_put(&req, e.out.data, e.out.len)) {
     wire_enc_free(&e);
@@ -272,12 +283,7 @@ int child_call(lua_State *L, double seconds, const char *what) {
     buf_free(&req);
     return luaL_error(L, "%s: socketpair: %s", what, strerror(errno));
   }
-  if (sv[1] == CHILD_FD) {   /* dup2 onto itself would keep close-on-exec */
-    int moved = fcntl(sv[1], F_DUPFD_CLOEXEC, 10);
-    close(sv[1]);
-    sv[1] = moved;
-  }
-  rc = spawn_worker(worker, sv[1], &pid);
+  rc = child_spawn(worker, "--oneshot", sv[1], -1, &pid);
   close(sv[1]);
   if (rc != 0) {
     close(sv[0]);
@@ -303,7 +309,7 @@ int child_call(lua_State *L, double seconds, const char *what) {
   if (ans.len < 9 || get_u((unsigned char *)ans.data + 1, 8) != ans.len - 9 ||
       (ans.data[0] != FS_FINISHED && ans.data[0] != FS_FAILED)) {
     buf_free(&ans);
-    describe_exit(how, sizeof how, status);
+    child_describe_exit(how, sizeof how, status);
     return weft_error(L, WK_WORKER_DIED, "%s: the child process %s before it returned",
                       what, how);
   }

@@ -16,6 +16,7 @@
 
 #include <lua.h>
 #include <stddef.h>
+#include <sys/types.h>
 
 /* Calls fn(...) (stack: seconds, fn, args...) in a child process; returns
  * its results, or raises: fn's own error, kind timeout at the deadline,
@@ -26,6 +27,14 @@ int child_call(lua_State *L, double seconds, const char *what);
  * file holding this code, else the installed default.  NULL if none is
  * executable; `looked` (if not NULL) then lists where it looked. */
 const char *child_worker_path(char *looked, size_t size);
+
+/* Starts the worker program at `path` with argument `mode`, fd as its
+ * fd 3, shared_fd (if >= 0) as its fd 4 and stdin on /dev/null, in its own
+ * process group, with default signal handling.  Returns 0 or an errno. */
+int child_spawn(const char *path, const char *mode, int fd, int shared_fd, pid_t *pid);
+
+/* "was killed by signal 9 (SIGKILL)", "exited with status 3"... */
+void child_describe_exit(char *out, size_t size, int status);
 
 /* The child's side, for the worker program: reads the call from fd,
  * runs it in a new state, writes the outcome; returns an exit status. */

@@ -428,7 +428,8 @@ int future_cancel(future *f) {
   int s = atomic_load(&f->state);
   if (s == FS_CANCELLED) return 1;
   if (s != FS_PENDING) return 0;
-  if (future_settle(f, FS_CANCELLED, NULL, 0, NULL) != 0)
+  if ((f->pool ? pool_cancel_pending(f->pool, f)
+               : future_settle(f, FS_CANCELLED, NULL, 0, NULL)) != 0)
     return future_state(f) == FS_CANCELLED;
   if (f->pool) pool_on_cancel(f->pool, f);
   return 1;
@@ -940,7 +941,7 @@ void future_push_error(lua_State *L, future *f) {
     lua_replace(L, -2);                                      /* cause err */
     lua_insert(L, -2);                                       /* err cause */
     lua_setfield(L, -2, "cause");
-  } else if (f->data && wire_decode_tuple(L, f->data, f->len, 1, 1) == 1 &&
+  } else if (f->data && wire_decode_tuple(L, f->data, f->len, 0, 1) == 1 &&
              lua_istable(L, -1)) {
     weft_bless_error(L);
     if (atomic_load(&f->attempts) > 0) {
@@ -979,7 +980,7 @@ static void push_outcome(lua_State *L, int ud, future *f) {
   if (lua_getiuservalue(L, ud, 1) != LUA_TNIL) return;
   lua_pop(L, 1);
   if (future_state(f) == FS_FINISHED) {
-    int n = f->data ? wire_decode_tuple(L, f->data, f->len, 1, 0) : 0;
+    int n = f->data ? wire_decode_tuple(L, f->data, f->len, 0, 0) : 0;
     if (n < 0)
       weft_error(L, WK_SERIALIZATION, "cannot decode the results: %s", lua_tostring(L, -1));
     pack_values(L, n);
@@ -1021,7 +1022,7 @@ static int f_result(lua_State *L) {
      * so that every call returns the same objects; plain values are not
      * (decoding them again is cheaper than a cache table). */
     lua_pop(L, 1);
-    n = wire_decode_tuple(L, f->data, f->len, 1, 0);
+    n = wire_decode_tuple(L, f->data, f->len, 0, 0);
     if (n < 0)
       return weft_error(L, WK_SERIALIZATION, "cannot decode the results: %s",
                         lua_tostring(L, -1));
@@ -1064,8 +1065,15 @@ static int f_done(lua_State *L) {
   return 1;
 }
 
+/* The state as a user sees it: a process pool's task may have started
+ * without its future knowing yet. */
+static int user_state(future *f) {
+  if (f->pool && atomic_load(&f->state) == FS_PENDING) pool_refresh(f->pool, f);
+  return future_state(f);
+}
+
 static int f_running(lua_State *L) {
-  lua_pushboolean(L, future_state(check_future(L, 1)) == FS_RUNNING);
+  lua_pushboolean(L, user_state(check_future(L, 1)) == FS_RUNNING);
   return 1;
 }
 
@@ -1084,7 +1092,7 @@ static int f_attempts(lua_State *L) {
 static int f_state(lua_State *L) {
   static const char *const names[] = {"pending", "running", "running",
                                       "finished", "failed", "cancelled"};
-  lua_pushstring(L, names[future_state(check_future(L, 1))]);
+  lua_pushstring(L, names[user_state(check_future(L, 1))]);
   return 1;
 }
 

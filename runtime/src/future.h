@@ -74,6 +74,11 @@ struct future {
   struct dlink *dependents;
   future *next_done;           /* link in home->done queue */
   char *name;                  /* task name for error messages, or NULL */
+  /* A process pool's task waiting in a worker's socket: its claim word in
+   * the page shared with that worker (frame.h), and the task's id there.
+   * Set and cleared by the supervisor under its claim lock. */
+  _Atomic(atomic_uint *) claim;
+  uint32_t claim_id;
   /* Small outcomes (one number, a short string) live here, so no
    * allocation crosses threads for them. */
   char inline_data[FUTURE_INLINE];
@@ -187,6 +192,12 @@ int home_sleep(home *h, double deadline);
 void pool_on_dependency_settled(struct task *t, future *upstream,
                                 dlink **work);
 void pool_on_cancel(struct pool *p, future *f);
+/* Cancels a pending future of p (0), unless a worker process has started
+ * its task (-1: then the future is marked running). */
+int pool_cancel_pending(struct pool *p, future *f);
+/* A pending future of p whose task a worker process has started is marked
+ * running. */
+void pool_refresh(struct pool *p, future *f);
 int pool_force_cancel(struct pool *p, future *f);
 void pool_unref(struct pool *p);
 

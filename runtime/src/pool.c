@@ -49,6 +49,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "child.h"
+#include "procs.h"
 #include "run.h"
 #include "wire.h"
 
@@ -84,7 +86,7 @@ static void task_clear(task *t) {
   future_unref(t->f);
 }
 
-static void task_free(task *t) {
+void pool_task_free(task *t) {
   task_clear(t);
   free(t);
 }
@@ -111,6 +113,7 @@ void pool_unref(pool *p) {
     pthread_mutex_destroy(&w->lock);
     free(w);
   }
+  procs_free(p);
   free(p->ring);
   proto_keep_free(&p->blobs);
   free(p->init_msg);
@@ -132,17 +135,25 @@ static int pool_drained(pool *p) {
   return p->shutdown && p->waiting == NULL && p->delayed == NULL;
 }
 
-/* Queues a ready task.  Takes p->lock. */
-static void pool_enqueue(pool *p, task *t) {
+/* Queues a ready task, at the back (or at the front: a task handed back
+ * by a worker process that died before it could start it).  Takes
+ * p->lock. */
+static void enqueue(pool *p, task *t, int front) {
   pthread_mutex_lock(&p->lock);
   if (t->waiting == TASK_DEPS) {
     if (t->wprev) t->wprev->wnext = t->wnext; else p->waiting = t->wnext;
     if (t->wnext) t->wnext->wprev = t->wprev;
     t->waiting = 0;
   }
-  t->next = NULL;
-  if (p->tail) p->tail->next = t; else p->head = t;
-  p->tail = t;
+  if (front) {
+    t->next = p->head;
+    p->head = t;
+    if (p->tail == NULL) p->tail = t;
+  } else {
+    t->next = NULL;
+    if (p->tail) p->tail->next = t; else p->head = t;
+    p->tail = t;
+  }
   atomic_fetch_add_explicit(&p->qlen, 1, memory_order_release);
   /* Wake a sleeper unless a worker is polling the queues or enough are
    * already on their way up. */
@@ -155,8 +166,13 @@ static void pool_enqueue(pool *p, task *t) {
     pthread_mutex_lock(&p->home->lock);
     if (p->home->sleeping) pthread_cond_signal(&p->home->cond);
     pthread_mutex_unlock(&p->home->lock);
+  } else if (p->kind == POOL_PROCESSES) {
+    procs_wake(p);
   }
 }
+
+void pool_enqueue(pool *p, task *t) { enqueue(p, t, 0); }
+void pool_requeue(pool *p, task *t) { enqueue(p, t, 1); }
 
 /* === the owner's ring ==================================================== */
 
@@ -203,6 +219,10 @@ static int ring_nonempty(pool *p) {
 static void pool_submit_ready(pool *p, task *t) {
   if (p->ring == NULL || !ring_push(p, t)) {
     pool_enqueue(p, t);
+    return;
+  }
+  if (p->kind == POOL_PROCESSES) {   /* (its supervisor counts in nidle) */
+    if (atomic_load(&p->nidle) > 0) procs_wake(p);
     return;
   }
   /* Dekker with pool_take, all seq_cst: we published the task, then look
@@ -266,6 +286,44 @@ static task *pool_take(pool *p, task *done) {
   return t;
 }
 
+/* Takes the next queued task without waiting, NULL when there is none
+ * (the process supervisor's pool_take). */
+task *pool_poll(pool *p) {
+  task *t = ring_pop(p);
+  if (t != NULL || atomic_load_explicit(&p->qlen, memory_order_acquire) == 0) return t;
+  pthread_mutex_lock(&p->lock);
+  if ((t = p->head) != NULL) {
+    p->head = t->next;
+    if (p->head == NULL) p->tail = NULL;
+    atomic_fetch_sub_explicit(&p->qlen, 1, memory_order_relaxed);
+  }
+  pthread_mutex_unlock(&p->lock);
+  return t;
+}
+
+/* 1 when something is queued (any thread). */
+int pool_has_queued(pool *p) {
+  return ring_nonempty(p) || atomic_load_explicit(&p->qlen, memory_order_acquire) > 0;
+}
+
+/* 1 once the pool is shut down and nothing can be queued any more. */
+int pool_is_drained(pool *p) {
+  int r;
+  pthread_mutex_lock(&p->lock);
+  r = pool_drained(p) && p->head == NULL;
+  pthread_mutex_unlock(&p->lock);
+  return r && !ring_nonempty(p);
+}
+
+/* A finished task's references are dropped and its memory kept for reuse. */
+void pool_task_done(pool *p, task *t) {
+  task_clear(t);
+  pthread_mutex_lock(&p->lock);
+  t = task_recycle_locked(p, t);
+  pthread_mutex_unlock(&p->lock);
+  free(t);
+}
+
 /* Remembers a failed future for the report at shutdown. */
 static void pool_note_failure(pool *p, future *f) {
   flink *l = malloc(sizeof *l);
@@ -277,12 +335,6 @@ static void pool_note_failure(pool *p, future *f) {
   p->failed = l;
   p->nfailed++;
   pthread_mutex_unlock(&p->lock);
-}
-
-/* Counter updates by their only writer: no read-modify-write needed. */
-static void bump(atomic_long *c) {
-  atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + 1,
-                        memory_order_relaxed);
 }
 
 /* === dependencies ======================================================== */
@@ -299,7 +351,7 @@ static void task_ready(task *t) {
       if (pool_drained(p)) pthread_cond_broadcast(&p->work);
       pthread_mutex_unlock(&p->lock);
     }
-    task_free(t);
+    pool_task_free(t);
     return;
   }
   pool_enqueue(p, t);
@@ -308,10 +360,11 @@ static void task_ready(task *t) {
 void pool_on_dependency_settled(struct task *t, future *upstream, dlink **work) {
   if (future_state(upstream) != FS_FINISHED) {
     future_ref(upstream);
+    atomic_fetch_add(&t->pool->dep_failed, 1);   /* (counted first, as in pool_finish) */
     if (future_settle_into(t->f, FS_FAILED, NULL, 0, upstream, work) == 0) {
-      atomic_fetch_add(&t->pool->dep_failed, 1);
       pool_note_failure(t->pool, t->f);
     } else {
+      atomic_fetch_sub(&t->pool->dep_failed, 1);
       future_unref(upstream);
     }
   }
@@ -323,7 +376,7 @@ void pool_on_dependency_settled(struct task *t, future *upstream, dlink **work) 
 static void *worker_main(void *arg);
 
 /* A new worker for slot `index` (not started), on p->all. */
-static worker *worker_new(pool *p, int index) {
+worker *pool_worker_new(pool *p, int index) {
   worker *w = aligned_alloc(CACHE_LINE, (sizeof *w + CACHE_LINE - 1) / CACHE_LINE * CACHE_LINE);
   if (w == NULL) return NULL;
   memset(w, 0, sizeof *w);
@@ -365,24 +418,25 @@ static int worker_start(pool *p, worker *w) {
 }
 
 /* Wakes the owner, who may wait in shutdown for workers to exit. */
-static void wake_owner(pool *p) {
+void pool_wake_owner(pool *p) {
   pthread_mutex_lock(&p->home->lock);
   if (p->home->sleeping) pthread_cond_signal(&p->home->cond);
   pthread_mutex_unlock(&p->home->lock);
 }
 
 /* Fails f with kind timeout, counted.  Any thread. */
-static void settle_timeout(pool *p, future *f, double seconds) {
+void pool_settle_timeout(pool *p, future *f, double seconds) {
   char msg[96];
   size_t len;
   char *data;
   snprintf(msg, sizeof msg, "the task did not finish within %g s", seconds);
   data = wire_record("timeout", msg, f->name, &len);
+  atomic_fetch_add(&p->timed_out, 1);   /* (counted first, as in pool_finish) */
   if (future_settle(f, FS_FAILED, data, data ? len : 0, NULL) != 0) {
+    atomic_fetch_sub(&p->timed_out, 1);
     free(data);
     return;
   }
-  atomic_fetch_add(&p->timed_out, 1);
   pool_note_failure(p, f);
 }
 
@@ -407,7 +461,7 @@ static void retry_fire(dl_timer *tm) {
 }
 
 /* Schedules the next attempt of t, after its retry delay. */
-static void task_retry(pool *p, task *t) {
+void pool_task_retry(pool *p, task *t) {
   double delay = retry_delay(t);
   t->attempt++;
   if (delay > 0) {
@@ -452,7 +506,7 @@ static task *task_clone(const task *t) {
 
 /* Takes a new worker into w's slot; w is abandoned to its C call. */
 static void pool_replace_worker(pool *p, worker *w) {
-  worker *nw = worker_new(p, w->index);
+  worker *nw = pool_worker_new(p, w->index);
   int i;
   if (nw && worker_start(p, nw) == 0) {
     pthread_mutex_lock(&p->lock);
@@ -462,7 +516,7 @@ static void pool_replace_worker(pool *p, worker *w) {
   }
   pthread_detach(w->thread);   /* nobody joins it: it may never return */
   atomic_fetch_sub(&p->nalive, 1);
-  wake_owner(p);
+  pool_wake_owner(p);
 }
 
 /* The stuck check: an attempt stopped STUCK_GRACE ago is still running. */
@@ -487,9 +541,9 @@ static void worker_stuck(dl_timer *tm) {
   atomic_store(&w->busy, 0);
   pool_replace_worker(p, w);
   if (retry)
-    task_retry(p, retry);
+    pool_task_retry(p, retry);
   else
-    settle_timeout(p, f, seconds);   /* (a no-op if it was settled) */
+    pool_settle_timeout(p, f, seconds);   /* (a no-op if it was settled) */
   future_unref(f);
 }
 
@@ -505,7 +559,7 @@ static void task_deadline(stop_level *lv) {
   pool *p = t->pool;
   worker *w = t->worker;
   if (!stop_fire(lv, WK_TIMEOUT)) return;   /* cancelled first */
-  if (t->attempt > t->retries) settle_timeout(p, t->f, t->timeout);
+  if (t->attempt > t->retries) pool_settle_timeout(p, t->f, t->timeout);
   if (p->kind == POOL_THREADS) {
     pthread_mutex_lock(&w->lock);
     if (w->task == t) watch_stuck(w);
@@ -516,6 +570,15 @@ static void task_deadline(stop_level *lv) {
 void pool_on_cancel(struct pool *p, future *f) {
   (void)f;
   atomic_fetch_add(&p->cancelled, 1);
+}
+
+int pool_cancel_pending(struct pool *p, future *f) {
+  if (p->kind == POOL_PROCESSES) return procs_cancel_pending(p, f);
+  return future_settle(f, FS_CANCELLED, NULL, 0, NULL);
+}
+
+void pool_refresh(struct pool *p, future *f) {
+  if (p->kind == POOL_PROCESSES) procs_refresh(f);
 }
 
 /* cancel{force = true} of a running future (the owner's thread). */
@@ -537,10 +600,11 @@ int pool_force_cancel(struct pool *p, future *f) {
   pthread_mutex_unlock(&p->lock);
   if (t) {
     dl_disarm(&t->retry_timer);
-    task_free(t);
+    pool_task_free(t);
     found = 1;
   }
-  for (i = 0; slots && !found && i < n; i++) {
+  if (!found && p->kind == POOL_PROCESSES) procs_force_cancel(p, f);
+  for (i = 0; slots && !found && p->kind != POOL_PROCESSES && i < n; i++) {
     worker *w = slots[i];
     pthread_mutex_lock(&w->lock);
     if (w->task && w->task->f == f && !w->abandoned) {
@@ -560,18 +624,71 @@ int pool_force_cancel(struct pool *p, future *f) {
 
 /* === running ============================================================= */
 
-/* What became of a task after an attempt. */
-enum { TASK_DONE, TASK_KEPT, TASK_ABANDONED };
 
-/* Settles a task's future with a run outcome and counts it. */
+/* Settles a task's future with a run outcome and counts it (first, so
+ * stats() never lags behind a future somebody saw settle). */
 static void pool_finish(pool *p, worker *w, task *t, run_outcome *out) {
   int failed = out->state == FS_FAILED;
+  atomic_long *counter = failed ? &w->failed : &w->completed;
+  pool_bump(counter);
   if (future_settle(t->f, out->state, out->data, out->len, NULL) != 0) {
+    atomic_store_explicit(counter, atomic_load_explicit(counter, memory_order_relaxed) - 1,
+                          memory_order_relaxed);
     free(out->data);
     return;
   }
-  bump(failed ? &w->failed : &w->completed);
   if (failed) pool_note_failure(p, t->f);
+}
+
+int pool_attempt_start(worker *w, task *t) {
+  if (!t->begun) {   /* (a task handed back by a dead worker process has) */
+    if (!future_start(t->f)) return 0;   /* cancelled while queued */
+    pool_bump(&w->started);
+    t->begun = 1;
+  }
+  atomic_store_explicit(&t->f->attempts, t->attempt, memory_order_relaxed);
+  return 1;
+}
+
+int pool_attempt_end(pool *p, worker *w, task *t, run_outcome *out, int kind) {
+  if (kind) {   /* stopped: whatever it produced is void */
+    free(out->data);
+    out->data = NULL;
+    out->len = 0;
+    out->state = FS_FAILED;
+  }
+  if (kind == WK_CANCELLED || FS_IS_FINAL(future_state(t->f))) {
+    free(out->data);
+    return TASK_DONE;
+  }
+  if (out->state == FS_FAILED && t->attempt <= t->retries) {
+    free(out->data);
+    pool_task_retry(p, t);
+    return TASK_KEPT;
+  }
+  if (kind == WK_TIMEOUT)
+    pool_settle_timeout(p, t->f, t->timeout);
+  else
+    pool_finish(p, w, t, out);
+  return TASK_DONE;
+}
+
+/* Runs t's message in L, with its dependencies' results. */
+static void run_task(lua_State *L, task *t, run_outcome *out) {
+  wire_dep small[8], *deps = small;
+  size_t i;
+  if (t->ndeps > 8 && (deps = malloc(t->ndeps * sizeof *deps)) == NULL) {
+    run_error_record(L, WK_TASK, "out of memory", NULL, 0, out);
+    return;
+  }
+  for (i = 0; i < t->ndeps; i++) {
+    future *d = t->deps[i];
+    int done = future_state(d) == FS_FINISHED;
+    deps[i].data = done ? d->data : NULL;
+    deps[i].len = done ? d->len : 0;
+  }
+  run_message(L, t->msg, t->len, deps, t->ndeps, t->f->name, 1, out);
+  if (deps != small) free(deps);
 }
 
 /* Runs one attempt of t on w, in L (a worker's state, or the inline
@@ -584,14 +701,10 @@ static int worker_attempt(pool *p, worker *w, lua_State *L, task *t,
   run_outcome out = {FS_FAILED, NULL, 0};
   stop_level lv;
   int kind, abandoned;
-  if (t->attempt == 1) {
-    if (!future_start(t->f)) {   /* cancelled while queued */
-      task_clear(t);
-      return TASK_DONE;
-    }
-    bump(&w->started);
+  if (!pool_attempt_start(w, t)) {
+    task_clear(t);
+    return TASK_DONE;
   }
-  atomic_store_explicit(&t->f->attempts, t->attempt, memory_order_relaxed);
   t->worker = w;
   memset(&lv, 0, sizeof lv);
   lv.on_deadline = task_deadline;
@@ -611,7 +724,7 @@ static int worker_attempt(pool *p, worker *w, lua_State *L, task *t,
     run_error_record(L, WK_BROKEN, "the worker's init function failed", broken->data,
                      broken->len, &out);
   } else {
-    run_message(L, t->msg, t->len, t->deps, t->ndeps, t->f->name, 1, &out);
+    run_task(L, t, &out);
   }
   atomic_store_explicit(&w->busy, 0, memory_order_relaxed);
   pthread_mutex_lock(&w->lock);
@@ -625,54 +738,18 @@ static int worker_attempt(pool *p, worker *w, lua_State *L, task *t,
   pthread_mutex_unlock(&w->lock);
   if (abandoned) {
     free(out.data);
-    task_free(t);
+    pool_task_free(t);
     return TASK_ABANDONED;
   }
-  if (kind) {   /* stopped: whatever it produced is void */
-    *stopped = 1;
-    free(out.data);
-    out.data = NULL;
-    out.len = 0;
-    out.state = FS_FAILED;
-  }
-  if (kind != WK_CANCELLED && !FS_IS_FINAL(future_state(t->f))) {
-    if (out.state == FS_FAILED && t->attempt <= t->retries) {
-      free(out.data);
-      task_retry(p, t);
-      return TASK_KEPT;
-    }
-    if (kind == WK_TIMEOUT)
-      settle_timeout(p, t->f, t->timeout);
-    else
-      pool_finish(p, w, t, &out);
-  } else {
-    free(out.data);
-  }
+  if (kind) *stopped = 1;
+  if (pool_attempt_end(p, w, t, &out, kind) == TASK_KEPT) return TASK_KEPT;
   task_clear(t);
   return TASK_DONE;
 }
 
-/* Opens a worker's state: libraries, the creator's package paths, weft.core
- * preloaded, then init.  A failed init leaves its record in *broken. */
 static lua_State *worker_state_new(pool *p, run_outcome *broken) {
-  lua_State *L = luaL_newstate();
-  broken->data = NULL;
-  broken->len = 0;
-  if (L == NULL) return NULL;
-  luaL_openlibs(L);
-  stop_track_coroutines(L);
-  lua_getglobal(L, "package");
-  if (p->path) { lua_pushstring(L, p->path); lua_setfield(L, -2, "path"); }
-  if (p->cpath) { lua_pushstring(L, p->cpath); lua_setfield(L, -2, "cpath"); }
-  lua_pop(L, 1);
-  luaL_requiref(L, "weft.core", luaopen_weft_core, 0);
-  lua_pop(L, 1);
-  if (p->init_msg && run_init(L, p->init_msg, p->init_len, broken) != 0 &&
-      broken->data == NULL) {
-    run_error_record(L, WK_TASK, "init failed", NULL, 0, broken);
-  }
-  lua_settop(L, 0);
-  return L;
+  return run_state_new(p->path, p->cpath, p->init_msg, p->init_len, 1, luaopen_weft_core,
+                       broken);
 }
 
 static void *worker_main(void *arg) {
@@ -693,7 +770,7 @@ static void *worker_main(void *arg) {
     if (L == NULL) {   /* no memory for a Lua state: fail, don't hang */
       run_outcome out = {FS_FAILED, NULL, 0};
       if (t->attempt > 1 || future_start(t->f)) {
-        if (t->attempt == 1) bump(&w->started);
+        if (t->attempt == 1) pool_bump(&w->started);
         pool_finish(p, w, t, &out);
       }
       task_clear(t);
@@ -718,7 +795,7 @@ static void *worker_main(void *arg) {
   stop_detach(&w->ctx);
   if (!abandoned) {   /* (an abandoned worker no longer counts) */
     atomic_fetch_sub(&p->nalive, 1);
-    wake_owner(p);
+    pool_wake_owner(p);
   }
   pool_unref(p);
   return NULL;
@@ -811,12 +888,13 @@ static void pool_shutdown(lua_State *L, pool *p, int wait, int cancel) {
   }
   pthread_cond_broadcast(&p->work);
   pthread_mutex_unlock(&p->lock);
+  if (p->kind == POOL_PROCESSES) procs_wake(p);
   /* Cancel outside the lock: cancelling settles futures, which may release
    * dependents into this very pool. */
   while ((t = queued) != NULL) {
     queued = t->next;
     future_cancel(t->f);
-    task_free(t);
+    pool_task_free(t);
   }
   for (i = 0; i < ncancel; i++) {
     future_cancel(tocancel[i]);
@@ -835,8 +913,12 @@ static void pool_shutdown(lua_State *L, pool *p, int wait, int cancel) {
     }
     /* No worker is alive, so none is being replaced: the slots hold the
      * threads to join (abandoned ones were detached). */
-    for (i = 0; i < (size_t)p->nworkers; i++)
-      if (p->slots[i]->running) pthread_join(p->slots[i]->thread, NULL);
+    if (p->kind == POOL_PROCESSES) {
+      procs_join(p);
+    } else {
+      for (i = 0; i < (size_t)p->nworkers; i++)
+        if (p->slots[i]->running) pthread_join(p->slots[i]->thread, NULL);
+    }
     p->joined = 1;
   }
   home_dispatch(L);
@@ -882,6 +964,10 @@ static int ex_check_open(lua_State *L) {
   return 0;
 }
 
+static const char *kind_name(const pool *p) {
+  return p->kind == POOL_INLINE ? "inline" : p->kind == POOL_THREADS ? "threads" : "processes";
+}
+
 static int ex_stats(lua_State *L) {
   pool *p = check_pool(L, 1);
   long started = 0, completed = 0, failed = 0, busy = 0;
@@ -894,6 +980,7 @@ static int ex_stats(lua_State *L) {
     failed += atomic_load(&w->failed);
     busy += atomic_load(&w->busy);
   }
+  if (p->kind == POOL_PROCESSES) procs_counts(p, &started, &busy);
   lua_createtable(L, 0, 10);
 #define STAT(name, value) (lua_pushinteger(L, (lua_Integer)(value)), lua_setfield(L, -2, name))
   STAT("workers", p->nworkers);
@@ -908,8 +995,9 @@ static int ex_stats(lua_State *L) {
     lua_pushnumber(L, p->timeout);
     lua_setfield(L, -2, "timeout");
   }
-  lua_pushstring(L, p->kind == POOL_INLINE ? "inline" : "threads");
+  lua_pushstring(L, kind_name(p));
   lua_setfield(L, -2, "kind");
+  if (p->kind == POOL_PROCESSES) procs_stats(L, p);
   if (p->name) {
     lua_pushstring(L, p->name);
     lua_setfield(L, -2, "name");
@@ -919,8 +1007,7 @@ static int ex_stats(lua_State *L) {
 
 static int ex_tostring(lua_State *L) {
   pool *p = check_pool(L, 1);
-  lua_pushfstring(L, "weft.Executor(%s%s%s, %d workers%s)",
-                  p->kind == POOL_INLINE ? "inline" : "threads", p->name ? " " : "",
+  lua_pushfstring(L, "weft.Executor(%s%s%s, %d workers%s)", kind_name(p), p->name ? " " : "",
                   p->name ? p->name : "", p->nworkers, p->shutdown ? ", shut down" : "");
   return 1;
 }
@@ -1051,7 +1138,7 @@ static void submit_encoded(lua_State *L, pool *p, wire_enc *e, const task_spec *
   wire_enc_keep_buffer(e, &p->encbuf);
   wire_enc_free(e);
   future_push(L, f);
-  bump(&p->submitted);
+  pool_bump(&p->submitted);
   /* Keep the list of failures-to-report from growing without bound: drop
    * the ones somebody looked at or whose future is gone. */
   if (atomic_load_explicit(&p->nfailed, memory_order_relaxed) > p->prune_at) {
@@ -1082,10 +1169,11 @@ static void submit_encoded(lua_State *L, pool *p, wire_enc *e, const task_spec *
   if (failed_dep >= 0) {
     future *up = t->deps[failed_dep];
     future_ref(up);
+    atomic_fetch_add(&p->dep_failed, 1);
     if (future_settle(f, FS_FAILED, NULL, 0, up) == 0) {
-      atomic_fetch_add(&p->dep_failed, 1);
       pool_note_failure(p, f);
     } else {
+      atomic_fetch_sub(&p->dep_failed, 1);
       future_unref(up);
     }
   }
@@ -1135,14 +1223,21 @@ static void inline_run(lua_State *L, pool *p, int fidx) {
   home_dispatch(L);
 }
 
+/* Starts a task message: in-process pools get pointers to shared bytecode
+ * (kept alive by the pool), a process pool the bytecode itself. */
+static void encoder_init(wire_enc *e, lua_State *L, pool *p) {
+  int outside = p->kind == POOL_PROCESSES;
+  wire_enc_init_with(e, L, outside, 1, &p->encbuf);
+  if (!outside) e->keep = &p->blobs;
+}
+
 /* ex:submit(fn, ...) -> future */
 static int ex_submit(lua_State *L) {
   task_spec spec;
   pool *p = submittable(L, "submit", &spec);
   wire_enc e;
   int i, n = lua_gettop(L);
-  wire_enc_init_with(&e, L, 0, 1, &p->encbuf);
-  e.keep = &p->blobs;
+  encoder_init(&e, L, p);
   /* Errors name the task's own arguments: "argument 1" is the first one
    * after the function. */
   if (wire_put_byte(&e, RUN_CALL) || wire_put_size(&e, (size_t)(n - 1)) ||
@@ -1163,8 +1258,7 @@ static int ex_submit_chunk(lua_State *L) {
   int spread = lua_toboolean(L, 6);
   wire_enc e;
   luaL_checktype(L, 3, LUA_TTABLE);
-  wire_enc_init_with(&e, L, 0, 1, &p->encbuf);
-  e.keep = &p->blobs;
+  encoder_init(&e, L, p);
   if (wire_put_byte(&e, RUN_CHUNK) || wire_put(&e, 2, "function", 0) ||
       wire_put_byte(&e, spread) || wire_put_size(&e, (size_t)(j - i + 1)))
     raise_encode_error(L, p, &e, "map");
@@ -1187,20 +1281,51 @@ static char *dup_field(lua_State *L, int t, const char *k) {
   return s;
 }
 
-/* core.pool(kind, workers, name, init, init_args, timeout) -> executor */
+/* The process pool's options (arg 7 of core.pool): checked by weft.processes. */
+static void read_procs_opts(lua_State *L, int t, procs_opts *o, char *path, size_t size) {
+  const char *s;
+  o->kill_grace = 0.5;
+  o->max_tasks = 0;
+  if (lua_istable(L, t)) {
+    o->kill_grace = opt_number(L, t, "kill_grace", o->kill_grace);
+    o->max_tasks = (long)opt_number(L, t, "max_tasks_per_worker", 0);
+  }
+  if (lua_istable(L, t) && lua_getfield(L, t, "worker_path") == LUA_TSTRING) {
+    snprintf(path, size, "%s", lua_tostring(L, -1));
+    lua_pop(L, 1);
+    if (access(path, X_OK) != 0)
+      weft_error(L, WK_CONFIG, "weft.processes: worker_path %s is not an executable program", path);
+    o->worker_path = path;
+    return;
+  }
+  if (lua_istable(L, t)) lua_pop(L, 1);
+  if ((s = child_worker_path(path, size)) == NULL)
+    weft_error(L, WK_CONFIG,
+               "weft.processes: cannot find the weft-worker program (looked for %s); "
+               "set WEFT_WORKER or the worker_path option to its path", path);
+  o->worker_path = s;
+}
+
+/* core.pool(kind, workers, name, init, init_args, timeout, opts) -> executor */
 static int l_pool(lua_State *L) {
   const char *kind = luaL_checkstring(L, 1);
   lua_Integer n = luaL_checkinteger(L, 2);
+  char worker_path[2 * 4096 + 64];   /* (PATH_MAX twice: where child_worker_path looked) */
+  procs_opts po;
   pool *p, **pp;
   int i;
-  lua_settop(L, 6);
+  pool_kind k = strcmp(kind, "inline") == 0      ? POOL_INLINE
+                : strcmp(kind, "processes") == 0 ? POOL_PROCESSES
+                                                 : POOL_THREADS;
+  lua_settop(L, 7);
   if (n <= 0 || n > 4096)
     return weft_error(L, WK_CONFIG, "workers must be between 1 and 4096, got %d", (int)n);
+  if (k == POOL_PROCESSES) read_procs_opts(L, 7, &po, worker_path, sizeof worker_path);
   p = aligned_alloc(CACHE_LINE, (sizeof *p + CACHE_LINE - 1) / CACHE_LINE * CACHE_LINE);
   if (p == NULL) return luaL_error(L, "weft: out of memory");
   memset(p, 0, sizeof *p);
   atomic_init(&p->refs, 1);
-  p->kind = strcmp(kind, "inline") == 0 ? POOL_INLINE : POOL_THREADS;
+  p->kind = k;
   p->nworkers = p->kind == POOL_INLINE ? 1 : (int)n;
   p->timeout = lua_type(L, 6) == LUA_TNUMBER ? lua_tonumber(L, 6) : -1;
   atomic_init(&p->all, NULL);
@@ -1216,7 +1341,7 @@ static int l_pool(lua_State *L) {
   pthread_cond_init(&p->work, NULL);
   p->slots = calloc((size_t)p->nworkers, sizeof *p->slots);
   for (i = 0; p->slots && i < p->nworkers; i++) {
-    if ((p->slots[i] = worker_new(p, i + 1)) == NULL) break;
+    if ((p->slots[i] = pool_worker_new(p, i + 1)) == NULL) break;
   }
   if (p->slots == NULL || i < p->nworkers) {
     pool_unref(p);
@@ -1248,8 +1373,8 @@ static int l_pool(lua_State *L) {
       luaL_checkstack(L, nargs, "weft: too many init_args");
       for (i = 1; i <= nargs; i++) lua_rawgeti(L, 5, i);
     }
-    wire_enc_init(&e, L, 0, 0);
-    e.keep = &p->blobs;       /* the pool keeps init's functions alive */
+    wire_enc_init(&e, L, p->kind == POOL_PROCESSES, 0);
+    if (p->kind != POOL_PROCESSES) e.keep = &p->blobs;   /* keeps init's functions alive */
     if (wire_put_byte(&e, RUN_CALL) ||
         wire_encode_tuple(&e, -(nargs + 1), nargs + 1, "init argument")) {
       lua_pushfstring(L, "init: %s", wire_error(&e));
@@ -1260,7 +1385,7 @@ static int l_pool(lua_State *L) {
     p->init_msg = buf_steal(&e.out, &p->init_len);
     wire_enc_free(&e);
   }
-  if (p->kind == POOL_THREADS) {
+  if (p->kind != POOL_INLINE) {
     size_t k;
     int rc;
     p->ring = aligned_alloc(CACHE_LINE, POOL_RING * sizeof *p->ring);
@@ -1269,7 +1394,12 @@ static int l_pool(lua_State *L) {
       atomic_init(&p->ring[k].seq, k);
       p->ring[k].t = NULL;
     }
-    for (i = 0; i < p->nworkers; i++) {
+    if (p->kind == POOL_PROCESSES && (rc = procs_start(p, &po)) != 0) {
+      pool_shutdown(L, p, 1, 1);
+      return weft_error(L, WK_CONFIG, "cannot start the process pool's supervisor: %s",
+                        strerror(rc));
+    }
+    for (i = 0; p->kind == POOL_THREADS && i < p->nworkers; i++) {
       if ((rc = worker_start(p, p->slots[i])) != 0) {
         pool_shutdown(L, p, 1, 1);
         return weft_error(L, WK_CONFIG, "cannot start worker thread %d of %d: %s", i + 1,

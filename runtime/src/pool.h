@@ -1,6 +1,8 @@
 /*
- * pool.h -- executors that run tasks in this process (pool_*): the thread
- * pool, and the inline executor (a pool of one that runs in the caller).
+ * pool.h -- executors (pool_*): the thread pool, the process pool (whose
+ * supervisor lives in procs.c) and the inline executor (a pool of one that
+ * runs in the caller).  They share the submit path, the queue, dependencies,
+ * retries and stats; only who runs a task differs.
  *
  * A pool only creates futures and settles them; waiting lives in future.c.
  */
@@ -14,11 +16,13 @@
 #include "buf.h"
 #include "future.h"
 #include "proto.h"
+#include "run.h"
 #include "stop.h"
 
-typedef enum { POOL_INLINE, POOL_THREADS } pool_kind;
+typedef enum { POOL_INLINE, POOL_THREADS, POOL_PROCESSES } pool_kind;
 
 struct worker;
+struct procs;
 
 typedef struct task {
   struct task *next;
@@ -41,6 +45,7 @@ typedef struct task {
   double timeout;               /* seconds per attempt, < 0: none */
   int retries;                  /* attempts after the first failed one */
   int attempt;                  /* 1-based number of the current attempt */
+  int begun;                    /* its future was moved to running */
   double *delays;               /* before retry k: delays[min(k, ndelays) - 1] */
   int ndelays;
   dl_timer retry_timer;
@@ -68,9 +73,10 @@ typedef struct ring_cell {
 } ring_cell;
 
 /* A worker: its counters, written only by that worker (the inline
- * executor's single slot by its owner) and read by stats(); and what it
- * runs now, for deadlines and forced cancels.  Workers are never freed
- * before their pool: a replaced worker stays on pool->all. */
+ * executor's single slot by its owner, a process pool's slots by its
+ * supervisor) and read by stats(); and what it runs now, for deadlines and
+ * forced cancels.  Workers are never freed before their pool: a replaced
+ * worker stays on pool->all. */
 typedef struct worker {
   _Alignas(CACHE_LINE) atomic_long started, completed, failed;
   atomic_int busy;
@@ -110,7 +116,8 @@ typedef struct pool {
   char *path, *cpath;            /* package.path/cpath for worker states */
   char *init_msg;                /* encoded init call, or NULL */
   size_t init_len;
-  ring_cell *ring;               /* POOL_RING cells (thread pools only) */
+  ring_cell *ring;               /* POOL_RING cells (not inline) */
+  struct procs *procs;           /* a process pool's supervisor */
 
   /* === the queue: guarded by lock =======================================*/
   _Alignas(CACHE_LINE) pthread_mutex_t lock;   /* rank 1 ("pool"); may take a home lock */
@@ -147,7 +154,8 @@ typedef struct pool {
   _Alignas(CACHE_LINE) atomic_size_t ring_head;
 
   /* === sleepers: changed by workers going idle, read by every submit ====*/
-  _Alignas(CACHE_LINE) atomic_int nidle;   /* workers asleep on `work` */
+  _Alignas(CACHE_LINE) atomic_int nidle;   /* workers asleep on `work` (or
+                                              the supervisor in poll) */
   atomic_int spinning;           /* a worker polls the queues before sleeping */
 
   /* === rare, from any thread =============================================*/
@@ -158,6 +166,40 @@ typedef struct pool {
 
 void pool_ref(pool *p);
 void pool_unref(pool *p);
+
+/* Counter updates by their only writer: no read-modify-write needed. */
+static inline void pool_bump(atomic_long *c) {
+  atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + 1,
+                        memory_order_relaxed);
+}
+
+/* --- for the process supervisor (procs.c) ------------------------------- */
+
+/* What became of a task after an attempt. */
+enum { TASK_DONE, TASK_KEPT, TASK_ABANDONED };
+
+worker *pool_worker_new(pool *p, int index);
+/* Queues a ready task at the back; pool_requeue at the front. */
+void pool_enqueue(pool *p, task *t);
+void pool_requeue(pool *p, task *t);
+/* The next queued task, or NULL at once when there is none. */
+task *pool_poll(pool *p);
+int pool_has_queued(pool *p);
+/* Shut down, nothing queued, and nothing can be queued any more. */
+int pool_is_drained(pool *p);
+/* Starts an attempt of t on w: 0 when its future was cancelled meanwhile
+ * (drop the task). */
+int pool_attempt_start(worker *w, task *t);
+/* An attempt ended: `kind` is 0 when it ran to the end (out holds its
+ * outcome, taken over), else WK_TIMEOUT or WK_CANCELLED when it was
+ * stopped.  Settles the future, or schedules a retry (TASK_KEPT). */
+int pool_attempt_end(pool *p, worker *w, task *t, run_outcome *out, int kind);
+void pool_task_retry(pool *p, task *t);
+/* Drops a finished task's references, keeping its memory for reuse. */
+void pool_task_done(pool *p, task *t);
+void pool_task_free(task *t);
+void pool_settle_timeout(pool *p, future *f, double seconds);
+void pool_wake_owner(pool *p);
 
 /* Registers the executor constructors and methods into the module table at
  * the top of the stack. */

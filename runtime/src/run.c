@@ -4,9 +4,11 @@
 #include "run.h"
 
 #include <lauxlib.h>
+#include <lualib.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "stop.h"
 #include "wire.h"
 
 /* The message handler: turns any error value into a record table
@@ -96,7 +98,7 @@ void run_error_record(lua_State *L, weft_kind kind, const char *message,
   lua_createtable(L, 0, 4);
   lua_pushstring(L, message);
   lua_setfield(L, -2, "message");
-  if (cause_data && wire_decode_tuple(L, cause_data, cause_len, 1, 1) == 1)
+  if (cause_data && wire_decode_tuple(L, cause_data, cause_len, 0, 1) == 1)
     lua_setfield(L, -2, "cause");
   else
     lua_settop(L, top + 1);
@@ -107,7 +109,7 @@ void run_error_record(lua_State *L, weft_kind kind, const char *message,
 typedef struct run_args {
   const char *msg;
   size_t len;
-  future **deps;
+  const wire_dep *deps;
   size_t ndeps;
   const char *name;
   int trusted;
@@ -279,7 +281,7 @@ static int run_protected(lua_State *L) {
   return 0;
 }
 
-void run_message(lua_State *L, const char *msg, size_t len, future **deps,
+void run_message(lua_State *L, const char *msg, size_t len, const wire_dep *deps,
                  size_t ndeps, const char *name, int trusted, run_outcome *out) {
   run_args a = {msg, len, deps, ndeps, name, trusted, out};
   int top = lua_gettop(L);
@@ -301,8 +303,8 @@ void run_message(lua_State *L, const char *msg, size_t len, future **deps,
   lua_settop(L, top);
 }
 
-int run_init(lua_State *L, const char *msg, size_t len, run_outcome *out) {
-  run_message(L, msg, len, NULL, 0, "init", 1, out);
+int run_init(lua_State *L, const char *msg, size_t len, int trusted, run_outcome *out) {
+  run_message(L, msg, len, NULL, 0, "init", trusted, out);
   if (out->state == FS_FINISHED) {
     free(out->data);
     out->data = NULL;
@@ -310,4 +312,25 @@ int run_init(lua_State *L, const char *msg, size_t len, run_outcome *out) {
     return 0;
   }
   return -1;
+}
+
+lua_State *run_state_new(const char *path, const char *cpath, const char *init,
+                         size_t init_len, int trusted, lua_CFunction open_core,
+                         run_outcome *broken) {
+  lua_State *L = luaL_newstate();
+  broken->data = NULL;
+  broken->len = 0;
+  if (L == NULL) return NULL;
+  luaL_openlibs(L);
+  stop_track_coroutines(L);
+  lua_getglobal(L, "package");
+  if (path) { lua_pushstring(L, path); lua_setfield(L, -2, "path"); }
+  if (cpath) { lua_pushstring(L, cpath); lua_setfield(L, -2, "cpath"); }
+  lua_pop(L, 1);
+  luaL_requiref(L, "weft.core", open_core, 0);
+  lua_pop(L, 1);
+  if (init && run_init(L, init, init_len, trusted, broken) != 0 && broken->data == NULL)
+    run_error_record(L, WK_TASK, "init failed", NULL, 0, broken);
+  lua_settop(L, 0);
+  return L;
 }

@@ -19,6 +19,7 @@
 #include <stddef.h>
 
 #include "future.h"
+#include "wire.h"
 
 enum { RUN_CALL = 0, RUN_CHUNK = 1 };
 
@@ -31,7 +32,7 @@ typedef struct run_outcome {
 /* Runs the message in L (left as it was).  `trusted`: the message comes
  * from this process (it may point at bytecode blobs here). */
 void run_message(lua_State *L, const char *msg, size_t len,
-                 future **deps, size_t ndeps, const char *name, int trusted,
+                 const wire_dep *deps, size_t ndeps, const char *name, int trusted,
                  run_outcome *out);
 
 /* Encodes an error record {kind, message [, cause = record]} with no Lua
@@ -42,6 +43,15 @@ void run_error_record(lua_State *L, weft_kind kind, const char *message,
 
 /* Runs init(args...) from an encoded call message; returns 0, or -1 with
  * out holding the error record. */
-int run_init(lua_State *L, const char *msg, size_t len, run_outcome *out);
+int run_init(lua_State *L, const char *msg, size_t len, int trusted, run_outcome *out);
+
+/* Opens a worker's state: the standard libraries, package.path and cpath
+ * (NULL: left as they are), coroutine tracking (stop.h), weft.core
+ * preloaded with open_core, then the init call (NULL: none).  A failed
+ * init leaves its error record in *broken (data NULL otherwise).  NULL when
+ * out of memory. */
+lua_State *run_state_new(const char *path, const char *cpath, const char *init,
+                         size_t init_len, int trusted, lua_CFunction open_core,
+                         run_outcome *broken);
 
 #endif

@@ -755,12 +755,10 @@ static int get_value(wire_dec *d, lua_State *L) {
     }
     case W_DEP: {
       size_t i;
-      future *f;
       if (wire_get_size(d, &i)) return -1;
       if (i >= d->ndeps) return dec_fail(d, "bad dependency in message");
-      f = d->deps[i];
-      if (future_state(f) != FS_FINISHED) return dec_fail(d, "dependency is not finished");
-      r = wire_decode_tuple(L, f->data, f->len, 1, 1);
+      if (d->deps[i].data == NULL) return dec_fail(d, "dependency is not finished");
+      r = wire_decode_tuple(L, d->deps[i].data, d->deps[i].len, 0, 1);
       if (r < 0) { lua_pop(L, 1); return dec_fail(d, "a dependency's result cannot be decoded"); }
       if (r == 0) lua_pushnil(L);
       return 0;

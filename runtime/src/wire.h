@@ -79,10 +79,17 @@ void wire_enc_free(wire_enc *e);
  * (a count then the values) into e->out; returns 0 or -1 (e->err). */
 int wire_encode_tuple(wire_enc *e, int first, int n, const char *what);
 
+/* A dependency's outcome as a message reads it: the encoded results of a
+ * finished future (data NULL when it did not finish). */
+typedef struct wire_dep {
+  const char *data;
+  size_t len;
+} wire_dep;
+
 typedef struct wire_dec {
   const unsigned char *p, *end;
   int trusted;                 /* accept in-process blob pointers */
-  struct future **deps;        /* futures named by the message, in order */
+  const wire_dep *deps;        /* the message's dependencies, in order */
   size_t ndeps;
   int refs;                    /* stack index of the ordinal->object table */
   size_t nobjects;
