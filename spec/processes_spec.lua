@@ -1368,3 +1368,78 @@ describe("weft.processes when the parent is killed", function()
     all_die(pids)
   end)
 end)
+
+-- A worker program that is not weft-worker (worker_path): the pool must
+-- neither hang nor crash on what it says.
+describe("weft.processes with a faulty worker program", function()
+  after_each(util.cleanup)
+
+  -- Writes an executable shell script and returns its path.
+  local function program(body)
+    local path = util.tmpname()
+    local f = assert(io.open(path, "w"))
+    f:write("#!/bin/sh\n", body, "\n")
+    f:close()
+    assert.is_true(os.execute("chmod +x " .. path) == true)
+    return path
+  end
+
+  it("one that writes garbage is killed and its task fails with a clear error", function()
+    -- It says READY (frame.h: size 1, type 4), reads what the pool sent,
+    -- then writes bytes that are no frame at all.
+    local path = program([[
+printf '\001\000\000\000\004' >&3
+dd bs=65536 count=1 <&3 >/dev/null 2>&1
+printf 'garbage, not a frame' >&3
+exec sleep 30]])
+    local ex = util.track(weft.processes { workers = 1, worker_path = path })
+    for _ = 1, 2 do   -- and again: the replacement is killed the same way
+      local f = ex:submit(function() return 1 end)
+      local err = expect_error("worker_died", f.result, f, 30)
+      assert.truthy(util.mentions(err, "malformed"), util.text(err))
+    end
+    assert.is_true(ex:stats().restarts >= 1)
+  end)
+
+  it("one that dies before it is ready breaks the pool with kind broken, no hang", function()
+    local ex = util.track(weft.processes { workers = 2, worker_path = program("exit 7") })
+    local f = ex:submit(function() return 1 end)
+    local err = expect_error("broken", f.result, f, 30)
+    assert.truthy(util.mentions(err, "status 7"), util.text(err))
+    -- later tasks fail the same way at once
+    local g = ex:submit(function() return 2 end)
+    expect_error("broken", g.result, g, 30)
+  end)
+
+  it("a worker_path that is not an executable program is a config error", function()
+    expect_error("config", weft.processes, { worker_path = "/nonexistent/weft-worker" })
+  end)
+end)
+
+-- The worker program is found whatever loaded weft: plain lua5.4 (the
+-- specs above), the weft program (here), or a host application.
+describe("weft.processes from the weft program", function()
+  it("runs tasks in worker processes", function()
+    local dir = os.getenv("WEFT_BUILD_DIR")
+    assert.is_string(dir, "WEFT_BUILD_DIR is not set (run through scripts/test)")
+    local script, out = util.tmpname() .. ".lua", util.tmpname()
+    local f = assert(io.open(script, "w"))
+    f:write([[
+      local weft = require "weft"
+      local ex <close> = weft.processes { workers = 2 }
+      local me = io.open("/proc/self/stat"):read("n")
+      local v, pid = ex:submit(function(x)
+        return x * 2, io.open("/proc/self/stat"):read("n")
+      end, 21):result()
+      print(v, pid ~= me)
+    ]])
+    f:close()
+    local ok = os.execute(("LUA_PATH=%q %s/weft/weft run %s > %s 2>&1"):format(
+      package.path, dir, script, out))
+    local text = assert(io.open(out)):read("a")
+    os.remove(script)
+    os.remove(out)
+    assert.is_true(ok == true, text)
+    assert.equal("42\ttrue\n", text)
+  end)
+end)

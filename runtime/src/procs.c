@@ -77,6 +77,7 @@ typedef struct proc {
   double kill_at;             /* SIGKILL then; 0: not due */
   double spawn_at;            /* start a new process then */
   long served;                /* tasks sent to this process */
+  long answered;              /* tasks it answered */
   char why[160];              /* why we killed it, for its task's error */
 } proc;
 
@@ -101,6 +102,8 @@ typedef struct procs {
   /* The supervisor thread's own. */
   double avg;                 /* running average of seconds per task */
   int start_failures;
+  int barren;                 /* deaths in a row of workers that answered
+                                 nothing: respawns back off */
   char broken[400];           /* not empty: workers cannot start; why */
   int closing;                /* shut down and drained: workers told to go */
   atomic_long restarts;       /* processes started to replace others */
@@ -181,7 +184,7 @@ static void proc_spawn(procs *ps, proc *pr, double now) {
   pr->state = PROC_STARTING;
   pr->ready = pr->eof = pr->bad = pr->retiring = pr->exiting = pr->recalling = 0;
   pr->stop = 0;
-  pr->served = 0;
+  pr->served = pr->answered = 0;
   pr->why[0] = '\0';
   pr->kill_at = now + START_TIMEOUT;   /* until it says READY */
   pr->in.len = pr->in_off = pr->out.len = pr->out_off = 0;
@@ -292,6 +295,7 @@ static int proc_frame(procs *ps, proc *pr, int type, const unsigned char *body, 
         claim_state(pr, 0) != CLAIM_CANCELLED)
       goto bad;
     pool_task_done(ps->p, shift_task(pr));
+    pr->answered++;
     return 0;
   }
   if (type == FRAME_DONE) state = frame_u8(&fr);
@@ -300,6 +304,7 @@ static int proc_frame(procs *ps, proc *pr, int type, const unsigned char *body, 
       (type == FRAME_STOPPED && fr.p != fr.end))
     goto bad;
   t = shift_task(pr);
+  pr->answered++;
   took = now - pr->head_since;
   ps->avg = ps->avg > 0 ? 0.9 * ps->avg + 0.1 * took : took;
   pr->head_since = now;
@@ -410,7 +415,9 @@ static void proc_reaped(procs *ps, proc *pr, int status, double now) {
   else
     child_describe_exit(how, sizeof how, status);
   (void)was_ready;
-  if (pr->nsent > 0 && claim_state(pr, 0) == CLAIM_STARTED) {   /* it was running */
+  /* The oldest was running; or the worker sent garbage, and then the
+   * task is failed whatever its claim says (not handed on forever). */
+  if (pr->nsent > 0 && (claim_state(pr, 0) == CLAIM_STARTED || pr->bad)) {
     task *t = shift_task(pr);
     if (pr->stop)
       attempt_end(ps, pr, t, &(run_outcome){FS_FAILED, NULL, 0}, pr->stop);
@@ -438,7 +445,11 @@ static void proc_reaped(procs *ps, proc *pr, int status, double now) {
                pr->why[0] ? ": it " : "", pr->why);
     pr->spawn_at = now + 0.01 * ps->start_failures;
   } else {
-    pr->spawn_at = now;
+    /* A worker that keeps dying before it answers anything (a broken
+     * worker program, a machine out of memory) is not respawned in a
+     * tight loop: 10 ms, 20 ms... up to 1 s between attempts. */
+    ps->barren = pr->answered ? 0 : ps->barren + 1;
+    pr->spawn_at = now + (ps->barren < 2 ? 0 : fmin(1.0, ldexp(0.01, ps->barren - 2)));
   }
 }
 
@@ -642,7 +653,7 @@ static double tend(procs *ps, double now) {
     }
     if (pr->pidfd < 0) next = fmin(next, now + NO_PIDFD_TICK);
   }
-  if (p->shutdown && !ps->closing && idle && pool_is_drained(p)) {
+  if (!ps->closing && idle && pool_is_drained(p)) {
     ps->closing = 1;
     for (i = 0; i < ps->n; i++) {
       proc *pr = &ps->procs[i];

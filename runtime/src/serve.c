@@ -361,6 +361,8 @@ int serve_pool(int fd, lua_CFunction open_core) {
   if (pthread_create(&watcher, NULL, watch_sigterm, NULL) != 0 ||
       pthread_create(&rd, NULL, read_frames, &r) != 0)
     return 1;
+  pthread_detach(watcher);   /* both end with the process */
+  pthread_detach(rd);
   while ((q = take_task()) != NULL) {
     int stopped = 0, quit;
     rc = run_task(L, q, &broken, &stopped);
