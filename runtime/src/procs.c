@@ -241,8 +241,7 @@ static void proc_close(proc *pr, double now) {
 
 /* A task sent to pr that did not start goes back to the queue's front, or
  * is dropped if its future was cancelled. */
-static void hand_back(procs *ps, proc *pr, task *t, int claim) {
-  (void)pr;
+static void hand_back(procs *ps, task *t, int claim) {
   unclaim(ps, t);
   if (claim == CLAIM_CANCELLED || FS_IS_FINAL(future_state(t->f)))
     pool_task_done(ps->p, t);
@@ -282,7 +281,7 @@ static int proc_frame(procs *ps, proc *pr, int type, const unsigned char *body, 
     /* Back to the front of the queue, the oldest first. */
     for (k = 0; k < n; k++) {
       size_t at = (pr->first + pr->nsent - 1) % FRAME_PIPE_MAX;
-      hand_back(ps, pr, pr->sent[at], claim_state(pr, pr->nsent - 1));
+      hand_back(ps, pr->sent[at], claim_state(pr, pr->nsent - 1));
       pr->nsent--;
     }
     pr->next_id -= (uint32_t)n;   /* (ids are positions in the worker's stream) */
@@ -427,7 +426,7 @@ static void proc_reaped(procs *ps, proc *pr, int status, double now) {
   }
   /* The rest never started: back to the front of the queue, in order. */
   for (k = pr->nsent; k-- > 0;)
-    hand_back(ps, pr, pr->sent[(pr->first + k) % FRAME_PIPE_MAX], claim_state(pr, k));
+    hand_back(ps, pr->sent[(pr->first + k) % FRAME_PIPE_MAX], claim_state(pr, k));
   pr->nsent = pr->first = 0;
   atomic_store(&pr->sh->busy, 0);
   pr->stop = 0;
@@ -539,6 +538,7 @@ static void dispatch(procs *ps) {
     atomic_store_explicit(&t->f->attempts, t->attempt, memory_order_relaxed);
     if (put_task(best, t) != 0) {
       unclaim(ps, t);
+      if (!t->begun) pool_bump(&best->w->started);   /* (as if it ran: stats) */
       attempt_fail(ps, best, t, "serialization",
                    "the task cannot be sent to a worker process (%zu bytes of message "
                    "and dependencies, at most %u)", t->len, FRAME_MAX);
