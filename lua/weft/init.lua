@@ -18,6 +18,7 @@ local weft = {
   is = core.is,
   sleep = core.sleep,
   log = require "weft.log",
+  luv = require "weft.luv",
 }
 
 local Executor = core.Executor
@@ -55,7 +56,7 @@ local function check_opts(what, opts, allowed)
 end
 
 local function check_workers(what, n)
-  if n == nil then return core.cpu_count() end
+  if n == nil then return core.default_workers() end
   if math_type(n) ~= "integer" then
     if type(n) == "number" and n == math.floor(n) and n > 0 and n < 2^31 then
       return math.tointeger(n)

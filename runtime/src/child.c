@@ -44,15 +44,29 @@ static void sibling(char *out, size_t size, const char *file) {
   snprintf(out, size, "%.*s/weft-worker", dirlen, slash ? file : ".");
 }
 
+/* The host's default (weft_set_worker_path), or NULL. */
+static _Atomic(char *) host_default;
+
+/* Set by a host at start-up, before it makes any pool. */
+void child_set_worker_path(const char *path) {
+  free(atomic_exchange(&host_default, path ? strdup(path) : NULL));
+}
+
 const char *child_worker_path(char *looked, size_t size) {
   static __thread char path[PATH_MAX];
-  const char *env = getenv("WEFT_WORKER");
+  const char *env = getenv("WEFT_WORKER"), *dflt = atomic_load(&host_default);
   Dl_info info;
   if (looked && size) looked[0] = '\0';
   if (env && env[0]) {
     snprintf(path, sizeof path, "%s", env);
     if (executable(path)) return path;
     if (looked) snprintf(looked, size, "%s (from WEFT_WORKER)", env);
+    return NULL;
+  }
+  if (dflt) {
+    snprintf(path, sizeof path, "%s", dflt);
+    if (executable(path)) return path;
+    if (looked) snprintf(looked, size, "%s (from weft_set_worker_path)", dflt);
     return NULL;
   }
   /* Beside the file that holds this code: weft/core.so in a Lua module

@@ -23,10 +23,12 @@
  * kind worker_died if the child died without answering. */
 int child_call(lua_State *L, double seconds, const char *what);
 
-/* The worker program's path: $WEFT_WORKER, else weft-worker next to the
- * file holding this code, else the installed default.  NULL if none is
- * executable; `looked` (if not NULL) then lists where it looked. */
+/* The worker program's path: $WEFT_WORKER, else the host's default
+ * (child_set_worker_path), else weft-worker next to the file holding this
+ * code, else the installed default.  NULL if none is executable; `looked`
+ * (if not NULL) then lists where it looked. */
 const char *child_worker_path(char *looked, size_t size);
+void child_set_worker_path(const char *path);
 
 /* Starts the worker program at `path` with argument `mode`, fd as its
  * fd 3, shared_fd (if >= 0) as its fd 4 and stdin on /dev/null, in its own

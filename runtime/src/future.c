@@ -24,7 +24,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "deadline.h"
 #include "stop.h"
@@ -200,6 +202,7 @@ home *home_of(lua_State *L) {
   h = calloc(1, sizeof *h);
   if (h == NULL) luaL_error(L, "weft: out of memory");
   atomic_init(&h->refs, 1);
+  h->efd = -1;
   {
     pthread_mutexattr_t ma;   /* short critical sections: spin, then sleep */
     pthread_mutexattr_init(&ma);
@@ -232,6 +235,7 @@ void home_unref(home *h) {
       h->free_futures = f->next_done;
       free(f);
     }
+    if (h->efd >= 0) close(h->efd);
     pthread_mutex_destroy(&h->lock);
     pthread_cond_destroy(&h->cond);
     free(h);
@@ -366,7 +370,7 @@ static void future_notify(future *f, dlink **work) {
   home *h = f->home;
   wlink *l;
   dlink *d;
-  int wake;
+  int wake, poke = 0;
   if (!atomic_load(&f->watched)) return;
   pthread_mutex_lock(&h->lock);
   wake = h->waiting_on == f;
@@ -386,9 +390,30 @@ static void future_notify(future *f, dlink **work) {
     if (h->done_tail) h->done_tail->next_done = f; else h->done_head = f;
     h->done_tail = f;
     wake = 1;                  /* waits run callbacks as they come */
+    if (h->efd >= 0 && !h->signaled) poke = h->signaled = 1;
   }
   if (wake && h->sleeping) pthread_cond_signal(&h->cond);
   pthread_mutex_unlock(&h->lock);
+  if (poke) {   /* an event loop watches the completion source */
+    uint64_t one = 1;
+    while (write(h->efd, &one, sizeof one) < 0 && errno == EINTR) {}
+  }
+}
+
+int home_completion_fd(lua_State *L) {
+  home *h = home_of(L);
+  int fd;
+  if (h->efd >= 0) return h->efd;
+  if ((fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) < 0) return -1;
+  pthread_mutex_lock(&h->lock);
+  h->efd = fd;
+  h->signaled = h->done_head != NULL;   /* (ready already) */
+  pthread_mutex_unlock(&h->lock);
+  if (h->signaled) {
+    uint64_t one = 1;
+    while (write(fd, &one, sizeof one) < 0 && errno == EINTR) {}
+  }
+  return fd;
 }
 
 int future_settle_into(future *f, int state, char *data, size_t len,
@@ -481,7 +506,17 @@ static void report_callback_error(lua_State *L, int err) {
  * be called by the home's own thread, with no lock held. */
 int home_dispatch(lua_State *L) {
   home *h = home_of(L);
-  int ran = 0;
+  int ran = 0, drain;
+  /* Quiet the completion source first: a future queued after this point
+   * makes it readable again. */
+  pthread_mutex_lock(&h->lock);
+  drain = h->signaled;
+  h->signaled = 0;
+  pthread_mutex_unlock(&h->lock);
+  if (drain) {
+    uint64_t v;
+    while (read(h->efd, &v, sizeof v) < 0 && errno == EINTR) {}
+  }
   for (;;) {
     future *f;
     int top = lua_gettop(L), i, n;
@@ -498,6 +533,7 @@ int home_dispatch(lua_State *L) {
     if (lua_rawgetp(L, -1, f) == LUA_TTABLE) {
       lua_pushnil(L);
       lua_rawsetp(L, -3, f);        /* each callback runs once */
+      h->ncallbacks--;
       n = (int)lua_rawlen(L, -1);
       for (i = 2; i <= n; i++) {
         lua_rawgeti(L, -1, i);
@@ -1149,6 +1185,7 @@ static int f_add_done_callback(lua_State *L) {
     lua_rawseti(L, -2, 1);
     lua_pushvalue(L, -1);
     lua_rawsetp(L, -3, f);
+    h->ncallbacks++;
   }
   lua_pushvalue(L, 2);
   lua_rawseti(L, -2, (lua_Integer)lua_rawlen(L, -2) + 1);
@@ -1276,6 +1313,20 @@ static int l_dispatch(lua_State *L) {
   return 1;
 }
 
+/* core.completion_fd() -> fd: readable when callbacks are ready to run */
+static int l_completion_fd(lua_State *L) {
+  int fd = home_completion_fd(L);
+  if (fd < 0) return luaL_error(L, "weft: cannot make the completion source: %s", strerror(errno));
+  lua_pushinteger(L, fd);
+  return 1;
+}
+
+/* core.callbacks_pending() -> how many futures have done-callbacks to run */
+static int l_callbacks_pending(lua_State *L) {
+  lua_pushinteger(L, home_of(L)->ncallbacks);
+  return 1;
+}
+
 static int l_set_reporter(lua_State *L) {
   if (!lua_isnil(L, 1)) luaL_checktype(L, 1, LUA_TFUNCTION);
   lua_settop(L, 1);
@@ -1310,6 +1361,8 @@ void future_open(lua_State *L) {
       {"is", l_is},
       {"error", l_make_error},
       {"dispatch", l_dispatch},
+      {"completion_fd", l_completion_fd},
+      {"callbacks_pending", l_callbacks_pending},
       {"set_reporter", l_set_reporter},
       {"is_future", l_is_future},
       {NULL, NULL}};

@@ -100,6 +100,12 @@ struct home {
   future *waiting_on;          /* ...for this future to settle, or NULL */
   future *done_head, *done_tail;   /* futures whose callbacks must run */
   int closed;
+  /* The completion source (home_completion_fd): an eventfd, readable while
+   * done_head is not empty; -1 until somebody asks for it. */
+  int efd;
+  int signaled;                /* efd was written and not read since */
+  /* The home's thread only: futures with done-callbacks still to run. */
+  long ncallbacks;
   /* Released futures kept for reuse (the home's thread only): creating
    * and collecting futures then costs no malloc and no fresh pages. */
   future *free_futures;
@@ -108,6 +114,9 @@ struct home {
 
 /* === homes === */
 home *home_of(lua_State *L);           /* the calling state's home */
+/* A file descriptor that becomes readable when callbacks of L's futures
+ * are ready to run (home_dispatch runs them); -1 with errno on failure. */
+int home_completion_fd(lua_State *L);
 void home_ref(home *h);
 void home_unref(home *h);
 

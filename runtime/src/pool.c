@@ -1281,6 +1281,72 @@ static char *dup_field(lua_State *L, int t, const char *k) {
   return s;
 }
 
+/* Every executor of a state, in a weak table, for pool_abort_all. */
+static const char EXECUTORS = 'e';
+
+static void remember_executor(lua_State *L) {
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &EXECUTORS) != LUA_TTABLE) {
+    lua_pop(L, 1);
+    lua_newtable(L);
+    lua_pushliteral(L, "k");
+    lua_setfield(L, -2, "__mode");
+    lua_pushvalue(L, -1);
+    lua_setmetatable(L, -2);
+    lua_pushvalue(L, -1);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &EXECUTORS);
+  }
+  lua_pushvalue(L, -2);
+  lua_pushboolean(L, 1);
+  lua_rawset(L, -3);
+  lua_pop(L, 1);
+}
+
+/* Shuts p down now: queued tasks cancelled, running ones stopped (as by
+ * a forced cancel), workers joined. */
+static void pool_abort(lua_State *L, pool *p) {
+  int i;
+  pool_shutdown(L, p, 0, 1);
+  if (p->kind == POOL_PROCESSES) {
+    procs_abort(p);
+  } else if (p->kind == POOL_THREADS) {
+    for (i = 0; i < p->nworkers; i++) {
+      worker *w;
+      future *f = NULL;
+      pthread_mutex_lock(&p->lock);
+      w = p->slots[i];
+      pthread_mutex_unlock(&p->lock);
+      pthread_mutex_lock(&w->lock);
+      if (w->task && !w->abandoned) {
+        f = w->task->f;
+        future_ref(f);
+      }
+      pthread_mutex_unlock(&w->lock);
+      if (f) {
+        pool_force_cancel(p, f);
+        future_unref(f);
+      }
+    }
+  }
+  pool_shutdown(L, p, 1, 1);
+}
+
+void pool_abort_all(lua_State *L) {
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &EXECUTORS) == LUA_TTABLE) {
+    lua_pushnil(L);
+    while (lua_next(L, -2)) {
+      pool **pp = luaL_testudata(L, -2, EXECUTOR_MT);
+      if (pp && *pp) pool_abort(L, *pp);
+      lua_pop(L, 1);
+    }
+  }
+  lua_pop(L, 1);
+}
+
+/* The default of `workers` (weft_set_default_workers); 0: the CPU count. */
+static atomic_int default_workers;
+
+void pool_set_default_workers(int n) { atomic_store(&default_workers, n > 0 ? n : 0); }
+
 /* The process pool's options (arg 7 of core.pool): checked by weft.processes. */
 static void read_procs_opts(lua_State *L, int t, procs_opts *o, char *path, size_t size) {
   const char *s;
@@ -1360,6 +1426,7 @@ static int l_pool(lua_State *L) {
   pp = lua_newuserdatauv(L, sizeof *pp, 0);
   *pp = p;
   luaL_setmetatable(L, EXECUTOR_MT);
+  remember_executor(L);
   if (!lua_isnoneornil(L, 4)) {
     wire_enc e;
     int nargs = 0;
@@ -1415,6 +1482,14 @@ static int l_is_executor(lua_State *L) {
   return 1;
 }
 
+/* core.default_workers() -> workers when the option is left out */
+static int l_default_workers(lua_State *L) {
+  long n = atomic_load(&default_workers);
+  if (n <= 0) n = sysconf(_SC_NPROCESSORS_ONLN);
+  lua_pushinteger(L, n > 0 ? n : 1);
+  return 1;
+}
+
 static int l_cpu_count(lua_State *L) {
   long n = sysconf(_SC_NPROCESSORS_ONLN);
   lua_pushinteger(L, n > 0 ? n : 1);
@@ -1437,6 +1512,7 @@ void pool_open(lua_State *L) {
   static const luaL_Reg funcs[] = {
       {"pool", l_pool},
       {"cpu_count", l_cpu_count},
+      {"default_workers", l_default_workers},
       {"_task_metatable", l_task_metatable},
       {"is_executor", l_is_executor},
       {"now", l_now},

@@ -201,6 +201,12 @@ void pool_task_free(task *t);
 void pool_settle_timeout(pool *p, future *f, double seconds);
 void pool_wake_owner(pool *p);
 
+/* weft_shutdown: every executor L made is shut down now, queued tasks
+ * cancelled and running ones stopped. */
+void pool_abort_all(lua_State *L);
+/* weft_set_default_workers. */
+void pool_set_default_workers(int n);
+
 /* Registers the executor constructors and methods into the module table at
  * the top of the stack. */
 void pool_open(lua_State *L);

@@ -94,6 +94,7 @@ typedef struct procs {
   future **kills;             /* forced cancels to carry out (owned refs) */
   size_t nkills, capkills;
   atomic_int nkills_hint;     /* nkills, read unlocked before sleeping */
+  atomic_int abort;           /* procs_abort: stop everything */
   proc *procs;
   int n;
   char *worker_path;
@@ -243,6 +244,7 @@ static void proc_close(proc *pr, double now) {
  * is dropped if its future was cancelled. */
 static void hand_back(procs *ps, task *t, int claim) {
   unclaim(ps, t);
+  if (atomic_load(&ps->abort) && future_cancel(t->f)) claim = CLAIM_CANCELLED;
   if (claim == CLAIM_CANCELLED || FS_IS_FINAL(future_state(t->f)))
     pool_task_done(ps->p, t);
   else
@@ -576,11 +578,23 @@ static double rebalance(procs *ps, double now) {
   return next;
 }
 
-/* Carries out the forced cancels the owner asked for. */
+/* Carries out the forced cancels the owner asked for, or procs_abort. */
 static void take_kills(procs *ps, double now) {
   future **list;
   size_t n, k;
   int i;
+  if (atomic_load(&ps->abort)) {
+    for (i = 0; i < ps->n; i++) {
+      proc *pr = &ps->procs[i];
+      task *t = head_task(pr);
+      if (!t || claim_state(pr, 0) != CLAIM_STARTED || pr->stop == WK_CANCELLED ||
+          pr->state == PROC_CLOSING)
+        continue;
+      if (future_settle(t->f, FS_CANCELLED, NULL, 0, NULL) == 0)
+        atomic_fetch_add(&ps->p->stopped, 1);
+      proc_stop(ps, pr, WK_CANCELLED, now);
+    }
+  }
   if (atomic_load(&ps->nkills_hint) == 0) return;
   pthread_mutex_lock(&ps->lock);
   list = ps->kills;
@@ -799,6 +813,11 @@ void procs_force_cancel(pool *p, future *f) {
   ps->kills[ps->nkills++] = f;
   atomic_store(&ps->nkills_hint, 1);
   pthread_mutex_unlock(&ps->lock);
+  procs_wake(p);
+}
+
+void procs_abort(pool *p) {
+  atomic_store(&p->procs->abort, 1);
   procs_wake(p);
 }
 

@@ -44,6 +44,10 @@ void procs_refresh(future *f);
  * running now to *started and *busy. */
 void procs_counts(pool *p, long *started, long *busy);
 
+/* Stops every running task (its future ends cancelled) and cancels what
+ * comes back from the workers: the pool is being torn down. */
+void procs_abort(pool *p);
+
 /* Joins the supervisor once it has said it is gone (p->nalive is 0). */
 void procs_join(pool *p);
 
