@@ -388,10 +388,8 @@ worker *pool_worker_new(pool *p, int index) {
   return w;
 }
 
-/* Starts w's thread with every asynchronous signal blocked (Ctrl-C and
- * friends reach the program's own threads; worker_main unblocks the stop
- * signal).  Returns 0 or an errno. */
-static int worker_start(pool *p, worker *w) {
+int pool_start_thread(pool *p, pthread_t *thread, void *(*fn)(void *), void *arg,
+                      size_t stack) {
   pthread_attr_t attr;
   sigset_t all, old;
   int rc;
@@ -401,20 +399,26 @@ static int worker_start(pool *p, worker *w) {
   sigdelset(&all, SIGFPE);
   sigdelset(&all, SIGILL);
   pthread_attr_init(&attr);
-  pthread_attr_setstacksize(&attr, WORKER_STACK);
+  if (stack) pthread_attr_setstacksize(&attr, stack);
   pool_ref(p);
   atomic_fetch_add(&p->nalive, 1);
   pthread_sigmask(SIG_BLOCK, &all, &old);
-  rc = pthread_create(&w->thread, &attr, worker_main, w);
+  rc = pthread_create(thread, &attr, fn, arg);
   pthread_sigmask(SIG_SETMASK, &old, NULL);
   pthread_attr_destroy(&attr);
   if (rc != 0) {
     atomic_fetch_sub(&p->nalive, 1);
     pool_unref(p);
-    return rc;
   }
-  w->running = 1;
-  return 0;
+  return rc;
+}
+
+/* Starts w's thread (worker_main unblocks the stop signal).  Returns 0 or
+ * an errno. */
+static int worker_start(pool *p, worker *w) {
+  int rc = pool_start_thread(p, &w->thread, worker_main, w, WORKER_STACK);
+  if (rc == 0) w->running = 1;
+  return rc;
 }
 
 /* Wakes the owner, who may wait in shutdown for workers to exit. */

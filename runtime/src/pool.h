@@ -179,6 +179,11 @@ static inline void pool_bump(atomic_long *c) {
 enum { TASK_DONE, TASK_KEPT, TASK_ABANDONED };
 
 worker *pool_worker_new(pool *p, int index);
+/* Starts a thread of p's (counted in p->nalive, holding a reference on p)
+ * with every asynchronous signal blocked: Ctrl-C and friends reach the
+ * program's own threads.  stack 0: the default size.  0 or an errno. */
+int pool_start_thread(pool *p, pthread_t *thread, void *(*fn)(void *), void *arg,
+                      size_t stack);
 /* Queues a ready task at the back; pool_requeue at the front. */
 void pool_enqueue(pool *p, task *t);
 void pool_requeue(pool *p, task *t);

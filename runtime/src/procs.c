@@ -747,8 +747,6 @@ static void *supervise(void *arg) {
 
 int procs_start(pool *p, const procs_opts *o) {
   procs *ps = calloc(1, sizeof *ps);
-  pthread_attr_t attr;
-  sigset_t all, old;
   int i, rc;
   if (ps == NULL) return ENOMEM;
   ps->p = p;
@@ -772,19 +770,7 @@ int procs_start(pool *p, const procs_opts *o) {
     pr->sh = mmap(NULL, sizeof *pr->sh, PROT_READ | PROT_WRITE, MAP_SHARED, pr->shfd, 0);
     if (pr->sh == MAP_FAILED) return errno;
   }
-  sigfillset(&all);
-  pthread_attr_init(&attr);
-  pool_ref(p);
-  atomic_fetch_add(&p->nalive, 1);
-  pthread_sigmask(SIG_BLOCK, &all, &old);
-  rc = pthread_create(&ps->thread, &attr, supervise, ps);
-  pthread_sigmask(SIG_SETMASK, &old, NULL);
-  pthread_attr_destroy(&attr);
-  if (rc != 0) {
-    atomic_fetch_sub(&p->nalive, 1);
-    pool_unref(p);
-    return rc;
-  }
+  if ((rc = pool_start_thread(p, &ps->thread, supervise, ps, 0)) != 0) return rc;
   p->slots[0]->running = 1;   /* the supervisor: joined by procs_join */
   return 0;
 }
