@@ -19,6 +19,7 @@ local weft = {
   sleep = core.sleep,
   log = require "weft.log",
   luv = require "weft.luv",
+  core = core,       -- the C core: completion_fd, dispatch, now...
 }
 
 local Executor = core.Executor

@@ -15,7 +15,9 @@
 -- handle, so nothing busy-waits: the loop sleeps in the kernel until a
 -- task completes.  The handle keeps the loop alive only while some future
 -- has a done-callback still to run (await is one), so uv.run() returns
--- once the loop has nothing else to do.
+-- once the loop has nothing else to do.  Callbacks also run outside the
+-- poll handle's own callback (a set_result in a timer, a result() call):
+-- unref'd prepare and check handles look again on every turn of the loop.
 
 local core = require "weft.core"
 
@@ -23,6 +25,7 @@ local M = {}
 
 local uv         -- luv, once attached
 local poll       -- the uv poll handle on the completion source
+local watchers   -- prepare and check handles that keep its ref right
 local loop_arg   -- what attach was given, for the error on a second call
 
 local function raise(kind, fmt, ...)
@@ -63,6 +66,11 @@ function M.attach(loop)
     core.dispatch()
     update_ref()
   end)
+  watchers = { uv.new_prepare(), uv.new_check() }
+  for _, w in ipairs(watchers) do
+    w:start(update_ref)
+    w:unref()
+  end
   -- A callback registered from now on keeps the loop alive until it runs.
   core.Future.add_done_callback = function(f, cb)
     add_done_callback(f, cb)
@@ -81,9 +89,11 @@ end
 function M.detach()
   if not poll then return end
   core.Future.add_done_callback = add_done_callback
-  poll:stop()
-  poll:close()
-  poll, uv, loop_arg = nil, nil, nil
+  for _, h in ipairs { poll, watchers[1], watchers[2] } do
+    h:stop()
+    h:close()
+  end
+  poll, watchers, uv, loop_arg = nil, nil, nil, nil
 end
 
 --- weft.luv.await(f) -> f's results (raises its error)
