@@ -438,6 +438,23 @@ describe("weft.luv", function()
     end)
   end)
 
+  describe("many coroutines", function()
+    it("hundreds awaiting chains of tasks finish, the C stack does not grow per callback", function()
+      local ex = util.track(weft.threads { workers = 2 })
+      local px = util.track(weft.processes { workers = 2 })
+      weft.luv.attach()
+      local recs = {}
+      for i = 1, 300 do
+        recs[i] = spawn(function(k)
+          local a = weft.luv.await(ex:submit(function(x) return x + 1 end, k))
+          return weft.luv.await(px:submit(function(x) return x * 2 end, a))
+        end, i)
+      end
+      run_loop()
+      for i = 1, 300 do assert.equal((i + 1) * 2, results(recs[i])) end
+    end)
+  end)
+
   describe("one loop", function()
     it("drives a luv timer, a TCP echo and a thread task together", function()
       weft.luv.attach(uv)

@@ -538,7 +538,9 @@ int home_dispatch(lua_State *L) {
       for (i = 2; i <= n; i++) {
         lua_rawgeti(L, -1, i);
         lua_rawgeti(L, -2, 1);      /* the future userdata */
+        h->dispatching++;
         if (lua_pcall(L, 1, 0, 0) != LUA_OK) report_callback_error(L, -1);
+        h->dispatching--;
         lua_settop(L, top + 2);
         ran++;
       }
@@ -600,7 +602,11 @@ void home_deliver_interrupt(lua_State *L, home_watch *w) {
 /* Runs f's done-callbacks before a wait on f returns.  A completer stores
  * the final state before its notify queues the callbacks, so a waiter can
  * see f final first; when callbacks were registered while f was pending,
- * that notify is bound to come (the completer saw `watched`): wait for it. */
+ * that notify is bound to come (the completer saw `watched`): wait for it.
+ * Inside a callback, the dispatch running it goes on once it returns:
+ * dispatching from here would nest a level of C stack per callback (a
+ * coroutine resumed by a callback that calls result(), as weft.luv.await
+ * does, hundreds deep). */
 static void future_flush_callbacks(lua_State *L, future *f) {
   home *h = f->home;
   pthread_mutex_lock(&h->lock);
@@ -610,7 +616,7 @@ static void future_flush_callbacks(lua_State *L, future *f) {
   }
   h->waiting_on = NULL;
   pthread_mutex_unlock(&h->lock);
-  home_dispatch(L);
+  if (!h->dispatching) home_dispatch(L);
 }
 
 int future_wait(lua_State *L, future *f, double deadline) {
@@ -1171,7 +1177,10 @@ static int f_add_done_callback(lua_State *L) {
   }
   pthread_mutex_unlock(&h->lock);
   if (!later) {
-    home_dispatch(L);          /* earlier callbacks first */
+    /* Earlier callbacks first; inside a dispatch, the one running them
+     * goes on after us (nesting here would grow the C stack with every
+     * callback that registers another, as weft.luv.await does). */
+    if (!h->dispatching) home_dispatch(L);
     lua_pushvalue(L, 2);
     lua_pushvalue(L, 1);
     if (lua_pcall(L, 1, 0, 0) != LUA_OK) report_callback_error(L, -1);

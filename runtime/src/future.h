@@ -104,8 +104,10 @@ struct home {
    * done_head is not empty; -1 until somebody asks for it. */
   int efd;
   int signaled;                /* efd was written and not read since */
-  /* The home's thread only: futures with done-callbacks still to run. */
+  /* The home's thread only: futures with done-callbacks still to run, and
+   * how deep in running callbacks it is. */
   long ncallbacks;
+  int dispatching;
   /* Released futures kept for reuse (the home's thread only): creating
    * and collecting futures then costs no malloc and no fresh pages. */
   future *free_futures;
