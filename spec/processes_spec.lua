@@ -1443,3 +1443,38 @@ describe("weft.processes from the weft program", function()
     assert.equal("42\ttrue\n", text)
   end)
 end)
+
+describe("weft.processes worker processes under valgrind", function()
+  after_each(util.cleanup)
+
+  it("run tasks, a stop and a state rebuild without leaks or memory errors", function()
+    local dir = os.getenv("WEFT_BUILD_DIR")
+    assert.is_string(dir, "WEFT_BUILD_DIR is not set (run through scripts/test)")
+    local logs = util.tmpname()
+    local wrapper = util.tmpname()
+    local f = assert(io.open(wrapper, "w"))
+    f:write(("#!/bin/sh\nexec valgrind -q --leak-check=full --show-leak-kinds=definite,indirect "
+      .. "--errors-for-leak-kinds=definite,indirect --log-file=%s.%%p %s/weft/weft-worker \"$@\"\n")
+      :format(logs, dir))
+    f:close()
+    assert.is_true(os.execute("chmod +x " .. wrapper) == true)
+    local ex = weft.processes { workers = 1, worker_path = wrapper,
+                                init = function(x) INIT_VALUE = x end, init_args = { 5 } }
+    local fs = {}
+    for i = 1, 50 do fs[i] = ex:submit(function(x) return x + INIT_VALUE, { x } end, i) end
+    for i = 1, 50 do assert.equal(i + 5, fs[i]:result(60)) end
+    local stuck = ex:submit(weft.task { function() while true do end end, timeout = 0.5 })
+    expect_error("timeout", stuck.result, stuck, 60)
+    expect_error("task", function() return ex:submit(function() error({ 1 }) end):result(60) end)
+    expect_error("serialization", function() return ex:submit(function() return io.stdout end):result(60) end)
+    local pids = ex:stats().pids
+    ex:shutdown()
+    local text = ""
+    for _, pid in ipairs(pids) do
+      local log = io.open(logs .. "." .. pid)
+      if log then text = text .. log:read("a") log:close() os.remove(logs .. "." .. pid) end
+    end
+    os.remove(wrapper)
+    assert.equal("", text)
+  end)
+end)

@@ -385,5 +385,9 @@ int serve_pool(int fd, lua_CFunction open_core) {
   /* __gc and __close handlers of the state run before we go. */
   lua_close(L);
   fflush(NULL);
+  free(broken.data);
+  free(h.path);
+  free(h.cpath);
+  free(h.init);
   return rc;
 }
