@@ -117,25 +117,28 @@ static void put_u64(buf *b, uint64_t v) {
 
 #define get_u frame_get
 
+/* Moves *fd out of the way of child_spawn's dup2s when it sits on one of
+ * their targets (onto itself, a dup2 would keep close-on-exec; onto the
+ * other's target, it would clobber it).  *moved is the copy to close
+ * after the spawn, or -1.  0 or an errno. */
+static int out_of_the_way(int *fd, int *moved) {
+  *moved = -1;
+  if (*fd != CHILD_FD && *fd != FRAME_SHARED_FD) return 0;
+  if ((*moved = fcntl(*fd, F_DUPFD_CLOEXEC, 10)) < 0) return errno;
+  *fd = *moved;
+  return 0;
+}
+
 int child_spawn(const char *path, const char *mode, int fd, int shared_fd, pid_t *pid) {
   posix_spawn_file_actions_t fa;
   posix_spawnattr_t attr;
   sigset_t none, dfl;
   char *argv[3];
-  int rc, moved = -1, moved_shared = -1;
-  /* Out of the way of the dup2s: onto itself, a dup2 would keep
-   * close-on-exec; onto the other's target, it would clobber it. */
-  if (fd == CHILD_FD || fd == FRAME_SHARED_FD) {
-    if ((moved = fcntl(fd, F_DUPFD_CLOEXEC, 10)) < 0) return errno;
-    fd = moved;
-  }
-  if (shared_fd == CHILD_FD || shared_fd == FRAME_SHARED_FD) {
-    if ((moved_shared = fcntl(shared_fd, F_DUPFD_CLOEXEC, 10)) < 0) {
-      rc = errno;
-      if (moved >= 0) close(moved);
-      return rc;
-    }
-    shared_fd = moved_shared;
+  int rc, moved, moved_shared = -1;
+  if ((rc = out_of_the_way(&fd, &moved)) != 0 ||
+      (rc = out_of_the_way(&shared_fd, &moved_shared)) != 0) {
+    if (moved >= 0) close(moved);
+    return rc;
   }
   argv[0] = (char *)path;
   argv[1] = (char *)mode;

@@ -110,6 +110,23 @@ static inline int frame_end(buf *b, size_t at) {
   return 0;
 }
 
+/* The frame at the start of `have` bytes at p: 1 when it is whole (its
+ * type, body and body length, and *size the bytes it takes), 0 when more
+ * bytes are needed, -1 when its size is impossible. */
+static inline int frame_parse(const unsigned char *p, size_t have, int *type,
+                              const unsigned char **body, size_t *len, size_t *size) {
+  size_t n;
+  if (have < 4) return 0;
+  n = (size_t)frame_get(p, 4);
+  if (n < 1 || n > FRAME_MAX) return -1;
+  if (have < 4 + n) return 0;
+  *type = p[4];
+  *body = p + 5;
+  *len = n - 1;
+  *size = 4 + n;
+  return 1;
+}
+
 /* A reader over a frame's body: every get checks the bounds first. */
 typedef struct frame_reader {
   const unsigned char *p, *end;

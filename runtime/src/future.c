@@ -364,6 +364,12 @@ static int waiter_hit(wlink *l) {
   return w->ready;
 }
 
+/* Makes an eventfd readable. */
+static void signal_efd(int fd) {
+  uint64_t one = 1;
+  while (write(fd, &one, sizeof one) < 0 && errno == EINTR) {}
+}
+
 /* Publishes f's final state to whoever watches it.  Dependents are moved to
  * `*work` for the caller to process without any lock held. */
 static void future_notify(future *f, dlink **work) {
@@ -394,10 +400,7 @@ static void future_notify(future *f, dlink **work) {
   }
   if (wake && h->sleeping) pthread_cond_signal(&h->cond);
   pthread_mutex_unlock(&h->lock);
-  if (poke) {   /* an event loop watches the completion source */
-    uint64_t one = 1;
-    while (write(h->efd, &one, sizeof one) < 0 && errno == EINTR) {}
-  }
+  if (poke) signal_efd(h->efd);   /* an event loop watches the completion source */
 }
 
 int home_completion_fd(lua_State *L) {
@@ -409,10 +412,7 @@ int home_completion_fd(lua_State *L) {
   h->efd = fd;
   h->signaled = h->done_head != NULL;   /* (ready already) */
   pthread_mutex_unlock(&h->lock);
-  if (h->signaled) {
-    uint64_t one = 1;
-    while (write(fd, &one, sizeof one) < 0 && errno == EINTR) {}
-  }
+  if (h->signaled) signal_efd(fd);
   return fd;
 }
 

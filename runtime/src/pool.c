@@ -685,12 +685,7 @@ static void run_task(lua_State *L, task *t, run_outcome *out) {
     run_error_record(L, WK_TASK, "out of memory", NULL, 0, out);
     return;
   }
-  for (i = 0; i < t->ndeps; i++) {
-    future *d = t->deps[i];
-    int done = future_state(d) == FS_FINISHED;
-    deps[i].data = done ? d->data : NULL;
-    deps[i].len = done ? d->len : 0;
-  }
+  for (i = 0; i < t->ndeps; i++) deps[i] = task_dep(t, i);
   run_message(L, t->msg, t->len, deps, t->ndeps, t->f->name, 1, out);
   if (deps != small) free(deps);
 }
@@ -773,10 +768,7 @@ static void *worker_main(void *arg) {
     done = NULL;
     if (L == NULL) {   /* no memory for a Lua state: fail, don't hang */
       run_outcome out = {FS_FAILED, NULL, 0};
-      if (t->attempt > 1 || future_start(t->f)) {
-        if (t->attempt == 1) pool_bump(&w->started);
-        pool_finish(p, w, t, &out);
-      }
+      if (pool_attempt_start(w, t)) pool_finish(p, w, t, &out);
       task_clear(t);
       done = t;
       L = worker_state_new(p, &broken);

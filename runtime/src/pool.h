@@ -173,6 +173,18 @@ static inline void pool_bump(atomic_long *c) {
                         memory_order_relaxed);
 }
 
+/* The i-th dependency of t as its message reads it: the encoded results of
+ * a finished future (data NULL when it did not finish). */
+static inline wire_dep task_dep(const task *t, size_t i) {
+  future *d = t->deps[i];
+  wire_dep dep = {NULL, 0};
+  if (future_state(d) == FS_FINISHED) {
+    dep.data = d->data;
+    dep.len = d->len;
+  }
+  return dep;
+}
+
 /* --- for the process supervisor (procs.c) ------------------------------- */
 
 /* What became of a task after an attempt. */

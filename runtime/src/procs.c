@@ -251,6 +251,15 @@ static void hand_back(procs *ps, task *t, int claim) {
     pool_requeue(ps->p, t);
 }
 
+/* pr sent garbage (`detail` says what): it is killed, and nothing more it
+ * says is read. */
+static void proc_malformed(proc *pr, const char *detail) {
+  char why[128];
+  snprintf(why, sizeof why, "sent a malformed message (%s)", detail);
+  proc_kill(pr, why);
+  pr->bad = 1;
+}
+
 /* Handles one frame; returns -1 (and kills pr) when it is malformed. */
 static int proc_frame(procs *ps, proc *pr, int type, const unsigned char *body, size_t len,
                       double now) {
@@ -260,7 +269,7 @@ static int proc_frame(procs *ps, proc *pr, int type, const unsigned char *body, 
   int state = 0, kind;
   double took;
   task *t;
-  char why[96];
+  char detail[64];
   if (type == FRAME_READY) {
     if (pr->ready || len != 0) goto bad;
     pr->ready = 1;
@@ -332,9 +341,8 @@ static int proc_frame(procs *ps, proc *pr, int type, const unsigned char *body, 
   }
   return 0;
 bad:
-  snprintf(why, sizeof why, "sent a malformed message (frame type %d, %zu bytes)", type, len);
-  proc_kill(pr, why);
-  pr->bad = 1;
+  snprintf(detail, sizeof detail, "frame type %d, %zu bytes", type, len);
+  proc_malformed(pr, detail);
   return -1;
 }
 
@@ -359,19 +367,21 @@ static void proc_read(procs *ps, proc *pr, double now, int drain) {
     }
     if (n > 0) pr->in.len += (size_t)n;
     /* every whole frame */
-    while (!pr->bad && pr->in.len - pr->in_off >= 4) {
-      const unsigned char *f = (unsigned char *)pr->in.data + pr->in_off;
-      size_t size = (size_t)frame_get(f, 4);
-      if (size < 1 || size > FRAME_MAX) {
-        char why[96];
-        snprintf(why, sizeof why, "sent a malformed message (a frame of %zu bytes)", size);
-        proc_kill(pr, why);
-        pr->bad = 1;
+    while (!pr->bad) {
+      const unsigned char *body;
+      size_t len, size;
+      int type, got = frame_parse((unsigned char *)pr->in.data + pr->in_off,
+                                  pr->in.len - pr->in_off, &type, &body, &len, &size);
+      if (got < 0) {
+        char detail[64];
+        snprintf(detail, sizeof detail, "a frame of %llu bytes",
+                 (unsigned long long)frame_get((unsigned char *)pr->in.data + pr->in_off, 4));
+        proc_malformed(pr, detail);
         return;
       }
-      if (pr->in.len - pr->in_off < 4 + size) break;
-      pr->in_off += 4 + size;
-      proc_frame(ps, pr, f[4], f + 5, size - 1, now);
+      if (got == 0) break;
+      pr->in_off += size;
+      proc_frame(ps, pr, type, body, len, now);
     }
     if (pr->in_off == pr->in.len) {
       pr->in.len = pr->in_off = 0;
@@ -415,7 +425,6 @@ static void proc_reaped(procs *ps, proc *pr, int status, double now) {
     snprintf(how, sizeof how, "ended (its exit status was taken by someone else)");
   else
     child_describe_exit(how, sizeof how, status);
-  (void)was_ready;
   /* The oldest was running; or the worker sent garbage, and then the
    * task is failed whatever its claim says (not handed on forever). */
   if (pr->nsent > 0 && (claim_state(pr, 0) == CLAIM_STARTED || pr->bad)) {
@@ -486,9 +495,8 @@ static int put_task(proc *pr, task *t) {
   int bad = at == (size_t)-1 || buf_put_u32(b, pr->next_id) || buf_putc(b, !t->begun) ||
             buf_put_str(b, name, strlen(name)) || buf_put_u32(b, (uint32_t)t->ndeps);
   for (i = 0; !bad && i < t->ndeps; i++) {
-    future *d = t->deps[i];
-    int done = future_state(d) == FS_FINISHED;
-    bad = buf_put_str(b, done ? d->data : NULL, done ? d->len : 0);
+    wire_dep dep = task_dep(t, i);
+    bad = buf_put_str(b, dep.data, dep.len);
   }
   if (bad || buf_put(b, t->msg, t->len) || frame_end(b, at)) {
     if (at != (size_t)-1) b->len = at;

@@ -97,19 +97,13 @@ typedef struct reader {
  * error. */
 static int next_frame(reader *r, int *type, const unsigned char **body, size_t *len) {
   for (;;) {
-    size_t have = r->in.len - r->off;
+    size_t have = r->in.len - r->off, size;
     ssize_t n;
-    if (have >= 4) {
-      size_t size = (size_t)frame_get((unsigned char *)r->in.data + r->off, 4);
-      if (size < 1 || size > FRAME_MAX) return -1;
-      if (have >= 4 + size) {
-        const unsigned char *p = (unsigned char *)r->in.data + r->off + 4;
-        *type = p[0];
-        *body = p + 1;
-        *len = size - 1;
-        r->off += 4 + size;
-        return 1;
-      }
+    int got = frame_parse((unsigned char *)r->in.data + r->off, have, type, body, len, &size);
+    if (got < 0) return -1;
+    if (got > 0) {
+      r->off += size;
+      return 1;
     }
     if (r->off > 0) {   /* keep the partial frame at the front */
       memmove(r->in.data, r->in.data + r->off, have);
