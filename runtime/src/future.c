@@ -396,7 +396,11 @@ static void future_notify(future *f, dlink **work) {
     if (h->done_tail) h->done_tail->next_done = f; else h->done_head = f;
     h->done_tail = f;
     wake = 1;                  /* waits run callbacks as they come */
-    if (h->efd >= 0 && !h->signaled) poke = h->signaled = 1;
+    /* Every queued future writes: a dispatch reading the eventfd between
+     * another notify's flag and its write would otherwise swallow that
+     * write and leave the flag set, and the next notify would skip its
+     * own (a lost wake-up). */
+    if (h->efd >= 0) poke = h->signaled = 1;
   }
   if (wake && h->sleeping) pthread_cond_signal(&h->cond);
   pthread_mutex_unlock(&h->lock);
@@ -1159,7 +1163,7 @@ static int f_cancel(lua_State *L) {
 static int f_add_done_callback(lua_State *L) {
   future *f = check_future(L, 1);
   home *h = f->home;
-  int later;
+  int later, gc_was_on;
   luaL_checktype(L, 2, LUA_TFUNCTION);
   lua_settop(L, 2);
   f->observed = 1;
@@ -1167,16 +1171,26 @@ static int f_add_done_callback(lua_State *L) {
    * future for dispatch (then it must run after the earlier callbacks).  A
    * notify is bound to come when earlier callbacks set has_callbacks while
    * the future was not final: the completer then saw `watched`. */
+  /* No collection until the callback is on f's list: a finalizer may
+   * dispatch (an executor's __gc shuts it down), and a dispatch that took
+   * f off the done queue before the list existed would drop it for good. */
+  gc_was_on = lua_gc(L, LUA_GCISRUNNING);
+  if (gc_was_on) lua_gc(L, LUA_GCSTOP);
   pthread_mutex_lock(&h->lock);
-  if (!FS_IS_FINAL(future_state(f))) {
+  /* `watched` first, then the state (Dekker with the completer, which
+   * stores the state and then looks at `watched`): had we looked first, a
+   * completer could store the state after our look and check `watched`
+   * before our store, and the callback would never be queued. */
+  atomic_store(&f->watched, 1);
+  if (!FS_IS_FINAL(atomic_load(&f->state))) {
     f->has_callbacks = 1;
-    atomic_store(&f->watched, 1);
     later = 1;
   } else {
     later = f->notified ? f->queued_done : f->has_callbacks;
   }
   pthread_mutex_unlock(&h->lock);
   if (!later) {
+    if (gc_was_on) lua_gc(L, LUA_GCRESTART);
     /* Earlier callbacks first; inside a dispatch, the one running them
      * goes on after us (nesting here would grow the C stack with every
      * callback that registers another, as weft.luv.await does). */
@@ -1198,6 +1212,7 @@ static int f_add_done_callback(lua_State *L) {
   }
   lua_pushvalue(L, 2);
   lua_rawseti(L, -2, (lua_Integer)lua_rawlen(L, -2) + 1);
+  if (gc_was_on) lua_gc(L, LUA_GCRESTART);
   return 0;
 }
 

@@ -103,7 +103,7 @@ struct home {
   /* The completion source (home_completion_fd): an eventfd, readable while
    * done_head is not empty; -1 until somebody asks for it. */
   int efd;
-  int signaled;                /* efd was written and not read since */
+  int signaled;                /* efd may be readable: dispatch reads it */
   /* The home's thread only: futures with done-callbacks still to run, and
    * how deep in running callbacks it is. */
   long ncallbacks;
