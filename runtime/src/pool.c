@@ -590,6 +590,10 @@ int pool_force_cancel(struct pool *p, future *f) {
   worker **slots;
   task *t;
   int i, n, found = 0;
+  /* The future is ours first: stopping first would let a stuck check
+   * (worker_stuck) settle it as timed out before we settle it. */
+  if (future_settle(f, FS_CANCELLED, NULL, 0, NULL) != 0) return 0;
+  atomic_fetch_add(&p->stopped, 1);
   pthread_mutex_lock(&p->lock);
   for (t = p->delayed; t && t->f != f; t = t->wnext) {}
   if (t) {   /* between attempts: take it off the delayed list */
@@ -619,10 +623,8 @@ int pool_force_cancel(struct pool *p, future *f) {
     pthread_mutex_unlock(&w->lock);
   }
   free(slots);
-  /* Not on a worker: queued for a retry, or about to start; the worker
-   * that takes it finds it cancelled. */
-  if (future_settle(f, FS_CANCELLED, NULL, 0, NULL) != 0) return 0;
-  atomic_fetch_add(&p->stopped, 1);
+  /* Not found: about to start, and the worker that takes it finds it
+   * cancelled. */
   return 1;
 }
 
@@ -1327,6 +1329,11 @@ static void pool_abort(lua_State *L, pool *p) {
 }
 
 void pool_abort_all(lua_State *L) {
+  /* No collection meanwhile: an executor nobody references any more would
+   * otherwise be finalized in the middle (its __gc waits for its running
+   * tasks) before its turn to be aborted came. */
+  int gc_was_on = lua_gc(L, LUA_GCISRUNNING);
+  if (gc_was_on) lua_gc(L, LUA_GCSTOP);
   if (lua_rawgetp(L, LUA_REGISTRYINDEX, &EXECUTORS) == LUA_TTABLE) {
     lua_pushnil(L);
     while (lua_next(L, -2)) {
@@ -1336,6 +1343,7 @@ void pool_abort_all(lua_State *L) {
     }
   }
   lua_pop(L, 1);
+  if (gc_was_on) lua_gc(L, LUA_GCRESTART);
 }
 
 /* The default of `workers` (weft_set_default_workers); 0: the CPU count. */
