@@ -4,41 +4,46 @@
 --   weft.log:info("loaded 3 rows")         -- or as a logger object
 --
 -- Both forms work, so weft.log can be passed wherever a logger object is
--- expected (weft.run_task_with_timeout).  Records go to stderr, from any
--- state (a worker's too), one line each: time, level, message.  The level
--- threshold comes from WEFT_LOG_LEVEL (debug, info, warn, error; default
--- info) and can be changed with weft.log.set_level.
+-- expected (weft.run_task_with_timeout).  It works in tasks on every
+-- executor: a record made by a task (time, level, flow, task, attempt,
+-- worker, message) travels to the state that submitted it, and is written
+-- there when that state waits on futures (see runtime/src/log.h).
+--
+-- The level threshold comes from WEFT_LOG_LEVEL (debug, info, warn, error;
+-- default info) and can be changed with weft.log.set_level.  Records go to
+-- stderr, one line each, unless a sink takes them: weft.log.set_sink(fn)
+-- calls fn(record) instead (the `weft` program uses this to keep records
+-- above its progress line).
+
+local core = require "weft.core"
 
 local log = {}
 
-local LEVELS = { debug = 10, info = 20, warn = 30, error = 40 }
-local threshold = LEVELS[(os.getenv("WEFT_LOG_LEVEL") or ""):lower()] or LEVELS.info
-
---- weft.log.set_level(name): the lowest level written from now on.
-function log.set_level(name)
-  local n = LEVELS[name]
-  if not n then
-    local core = require "weft.core"
-    error(core.error("config", "weft.log.set_level: unknown level " .. tostring(name)
-                     .. " (debug, info, warn or error)"), 2)
-  end
-  threshold = n
-end
+local emit_core, format, tostring, select = core.log_emit, string.format, tostring, select
 
 local function emit(level, first, ...)
   if first == log then return emit(level, ...) end   -- called as log:info(msg)
-  if LEVELS[level] < threshold then return end
-  local msg = first
+  local msg
   if select("#", ...) > 0 then
-    msg = string.format(tostring(first), ...)
+    msg = format(tostring(first), ...)
   else
     msg = tostring(first)
   end
-  io.stderr:write(string.format("%s %-5s %s\n", os.date("%H:%M:%S"), level:upper(), msg))
+  emit_core(level, msg)
 end
 
-for level in pairs(LEVELS) do
+for _, level in ipairs { "debug", "info", "warn", "error" } do
   log[level] = function(...) return emit(level, ...) end
 end
+
+--- weft.log.set_level(name): the lowest level written from now on.
+log.set_level = core.set_log_level
+
+--- weft.log.level() -> the current level's name.
+log.level = core.log_level
+
+--- weft.log.set_sink(fn | nil): fn(record) receives every record instead of
+--- stderr; record = {time, level, message, flow, task, attempt, worker}.
+log.set_sink = core.set_log_sink
 
 return log

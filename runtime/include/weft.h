@@ -75,4 +75,15 @@ void weft_set_worker_path(const char *path);
  * running tasks. */
 void weft_shutdown(lua_State *L);
 
+/* Interrupts the Lua code running in L, as Ctrl-C does in lua5.4: safe to
+ * call from a signal handler.  The next instruction or call raises a
+ * weft.Error of kind "cancelled" with the message "interrupted"; a wait on
+ * futures in progress (result, wait, as_completed, map) wakes within 0.1 s,
+ * cancels with force the futures it was waiting on, and raises it.  The
+ * state stays marked interrupted (weft_interrupted, core.interrupted()) so
+ * that code unwinding can tell, until weft_clear_interrupt. */
+void weft_interrupt(lua_State *L);
+int weft_interrupted(void);
+void weft_clear_interrupt(void);
+
 #endif

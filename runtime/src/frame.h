@@ -19,6 +19,9 @@
  *     SKIPPED id:u32                          (it was cancelled: not run)
  *     RECALLED n:u32 id:u32*n                 (the tasks given back, oldest
  *                                              first: the newest ones sent)
+ *     LOG     id:u32 level:u8 usec:u32*2 message:rest
+ *             (a weft.log record of the running task; usec: microseconds
+ *             since the epoch, low word first)
  *
  * A worker runs its tasks in the order they came and answers each before it
  * starts the next, so the oldest unanswered task is the one it runs (a
@@ -46,7 +49,7 @@
 
 #include "buf.h"
 
-#define FRAME_VERSION 1
+#define FRAME_VERSION 2
 #define FRAME_MAX (1u << 30)           /* larger frames are refused */
 #define FRAME_HEAD 5                   /* size:u32 type:u8 */
 #define FRAME_ID_MASK 0x3fffffff
@@ -54,7 +57,7 @@
 
 enum {
   FRAME_HELLO = 1, FRAME_TASK, FRAME_RECALL,
-  FRAME_READY, FRAME_DONE, FRAME_STOPPED, FRAME_RECALLED, FRAME_SKIPPED
+  FRAME_READY, FRAME_DONE, FRAME_STOPPED, FRAME_RECALLED, FRAME_SKIPPED, FRAME_LOG
 };
 
 #define FRAME_PIPE_MAX 64              /* tasks a worker may hold */
@@ -68,6 +71,9 @@ typedef struct frame_shared {
   atomic_ulong started;                /* first attempts it started (all
                                           processes of this pool slot) */
   atomic_uint claim[FRAME_PIPE_MAX];   /* task id % FRAME_PIPE_MAX */
+  _Atomic double began[FRAME_PIPE_MAX];   /* when the worker claimed it
+                                             (weft_now: CLOCK_MONOTONIC is
+                                             the same for both processes) */
 } frame_shared;
 
 static inline void frame_put_u32(unsigned char *p, uint32_t v) {

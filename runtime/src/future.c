@@ -29,6 +29,7 @@
 #include <unistd.h>
 
 #include "deadline.h"
+#include "log.h"
 #include "stop.h"
 #include "wire.h"
 
@@ -39,7 +40,7 @@
 
 static const char HOME_KEY = 'h';       /* registry: this state's home */
 static const char CALLBACKS = 'c';      /* registry: future ptr -> {ud, cb...} */
-static const char REPORTER = 'r';       /* registry: function(err) or nil */
+static const char TICKER = 't';         /* registry: core.set_ticker's function */
 static const char FUTURE_MT_KEY = 'f';  /* registry: the future metatable */
 
 static const char *const kind_names[WK_COUNT] = {
@@ -184,6 +185,9 @@ static int home_gc(lua_State *L) {
     pthread_mutex_lock(&(*hp)->lock);
     (*hp)->closed = 1;
     pthread_mutex_unlock(&(*hp)->lock);
+    log_flush_closed(*hp);   /* records nobody can deliver here any more */
+    free((*hp)->flow);
+    (*hp)->flow = NULL;
     home_unref(*hp);
     *hp = NULL;
   }
@@ -202,6 +206,7 @@ home *home_of(lua_State *L) {
   h = calloc(1, sizeof *h);
   if (h == NULL) luaL_error(L, "weft: out of memory");
   atomic_init(&h->refs, 1);
+  atomic_init(&h->log_level, log_default_level());
   h->efd = -1;
   {
     pthread_mutexattr_t ma;   /* short critical sections: spin, then sleep */
@@ -235,6 +240,7 @@ void home_unref(home *h) {
       h->free_futures = f->next_done;
       free(f);
     }
+    log_flush_closed(h);
     if (h->efd >= 0) close(h->efd);
     pthread_mutex_destroy(&h->lock);
     pthread_cond_destroy(&h->cond);
@@ -265,6 +271,22 @@ future *future_new(home *h, struct pool *p) {
   return f;
 }
 
+int future_meta_init(future *f, const char *name, const char *flow) {
+  future_meta *m = calloc(1, sizeof *m);
+  if (m == NULL) return -1;
+  m->name = name && name[0] ? strdup(name) : NULL;
+  m->flow = flow ? strdup(flow) : NULL;
+  if ((name && name[0] && m->name == NULL) || (flow && m->flow == NULL)) {
+    free(m->name);
+    free(m->flow);
+    free(m);
+    return -1;
+  }
+  m->submitted = weft_now();
+  f->meta = m;
+  return 0;
+}
+
 void future_ref(future *f) {
   atomic_fetch_add_explicit(&f->refs, 1, memory_order_relaxed);
 }
@@ -272,7 +294,11 @@ void future_ref(future *f) {
 /* Drops what a dead future holds, except its home reference. */
 static void future_clear(future *f) {
   if (f->data != f->inline_data) free(f->data);
-  free(f->name);
+  if (f->meta) {
+    free(f->meta->name);
+    free(f->meta->flow);
+    free(f->meta);
+  }
   if (f->cause) future_unref(f->cause);
   if (f->pool) pool_unref(f->pool);
 }
@@ -376,7 +402,7 @@ static void future_notify(future *f, dlink **work) {
   home *h = f->home;
   wlink *l;
   dlink *d;
-  int wake, poke = 0;
+  int wake;
   if (!atomic_load(&f->watched)) return;
   pthread_mutex_lock(&h->lock);
   wake = h->waiting_on == f;
@@ -395,14 +421,20 @@ static void future_notify(future *f, dlink **work) {
     f->next_done = NULL;
     if (h->done_tail) h->done_tail->next_done = f; else h->done_head = f;
     h->done_tail = f;
-    wake = 1;                  /* waits run callbacks as they come */
-    /* Every queued future writes: a dispatch reading the eventfd between
-     * another notify's flag and its write would otherwise swallow that
-     * write and leave the flag set, and the next notify would skip its
-     * own (a lost wake-up). */
-    if (h->efd >= 0) poke = h->signaled = 1;
+    home_post_unlock(h);       /* waits run callbacks as they come */
+    return;
   }
   if (wake && h->sleeping) pthread_cond_signal(&h->cond);
+  pthread_mutex_unlock(&h->lock);
+}
+
+void home_post_unlock(home *h) {
+  /* Every post writes: a dispatch reading the eventfd between another
+   * post's flag and its write would otherwise swallow that write and leave
+   * the flag set, and the next post would skip its own (a lost wake-up). */
+  int poke = h->efd >= 0;
+  if (poke) h->signaled = 1;
+  if (h->sleeping) pthread_cond_signal(&h->cond);
   pthread_mutex_unlock(&h->lock);
   if (poke) signal_efd(h->efd);   /* an event loop watches the completion source */
 }
@@ -414,7 +446,7 @@ int home_completion_fd(lua_State *L) {
   if ((fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) < 0) return -1;
   pthread_mutex_lock(&h->lock);
   h->efd = fd;
-  h->signaled = h->done_head != NULL;   /* (ready already) */
+  h->signaled = home_has_work(h);   /* (ready already) */
   pthread_mutex_unlock(&h->lock);
   if (h->signaled) signal_efd(fd);
   return fd;
@@ -434,6 +466,7 @@ int future_settle_into(future *f, int state, char *data, size_t len,
   f->data = data;
   f->len = len;
   f->cause = cause;
+  if (f->meta) atomic_store_explicit(&f->meta->finished, weft_now(), memory_order_relaxed);
   atomic_store(&f->state, state);
   future_notify(f, work);
   return 0;
@@ -485,15 +518,9 @@ int future_add_dependent(future *f, struct task *t) {
 
 /* === waiting ============================================================= */
 
-/* Writes a message through the reporter set by the Lua layer (weft's
- * logger), or to stderr. */
+/* Writes a message through weft's logger (the state's sink, or stderr). */
 static void report_message(lua_State *L, const char *msg) {
-  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &REPORTER) == LUA_TFUNCTION) {
-    lua_pushstring(L, msg);
-    if (lua_pcall(L, 1, 0, 0) == LUA_OK) return;
-  }
-  lua_pop(L, 1);
-  fprintf(stderr, "%s\n", msg);
+  log_here(L, LOG_ERROR, msg);
 }
 
 /* Errors in done-callbacks are reported and ignored. */
@@ -503,6 +530,21 @@ static void report_callback_error(lua_State *L, int err) {
   lua_pushfstring(L, "weft: error in a done-callback (ignored): %s",
                   luaL_tolstring(L, err, NULL));
   report_message(L, lua_tostring(L, -1));
+  lua_settop(L, top);
+}
+
+/* Runs the ticker (core.set_ticker); not from inside a callback or itself. */
+static void home_tick(lua_State *L, home *h) {
+  int top = lua_gettop(L);
+  h->tick_at = weft_now() + h->tick_every;
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &TICKER) == LUA_TFUNCTION) {
+    h->dispatching++;
+    if (lua_pcall(L, 0, 0, 0) != LUA_OK) {
+      lua_pushfstring(L, "weft: error in the ticker (ignored): %s", luaL_tolstring(L, -1, NULL));
+      report_message(L, lua_tostring(L, -1));
+    }
+    h->dispatching--;
+  }
   lua_settop(L, top);
 }
 
@@ -521,6 +563,8 @@ int home_dispatch(lua_State *L) {
     uint64_t v;
     while (read(h->efd, &v, sizeof v) < 0 && errno == EINTR) {}
   }
+  log_deliver_queued(L);
+  if (h->tick_every > 0 && !h->dispatching && weft_now() >= h->tick_at) home_tick(L, h);
   for (;;) {
     future *f;
     int top = lua_gettop(L), i, n;
@@ -577,17 +621,20 @@ void home_watch_init(lua_State *L, home_watch *w) {
 }
 
 int home_sleep_watch(lua_State *L, home *h, double deadline, home_watch *w) {
-  double until = weft_now() + WATCH_SLICE;
+  double until = weft_now() + WATCH_SLICE, now;
   int rc;
   if (deadline >= 0 && deadline < until) until = deadline;
-  if (stop_pending()) return EINTR;
+  if (h->tick_every > 0 && h->tick_at < until) until = h->tick_at;
+  if (stop_pending() || stop_interrupt_pending()) return EINTR;
   stop_watch_home(h);          /* a stop wakes us at once */
   rc = home_sleep(h, until);
   stop_watch_home(NULL);
-  if (stop_pending()) return EINTR;
+  if (stop_pending() || stop_interrupt_pending()) return EINTR;
   if (rc != ETIMEDOUT) return 0;
-  if (deadline >= 0 && weft_now() >= deadline) return ETIMEDOUT;
+  now = weft_now();
+  if (deadline >= 0 && now >= deadline) return ETIMEDOUT;
   if (lua_gethook(L) != w->hook || lua_gethookmask(L) != w->mask) return EINTR;
+  if (h->tick_every > 0 && now >= h->tick_at && !h->dispatching) return EAGAIN;
   return 0;
 }
 
@@ -598,6 +645,7 @@ static int noop(lua_State *L) {
 
 void home_deliver_interrupt(lua_State *L, home_watch *w) {
   stop_check(L);              /* the running task is being stopped */
+  stop_raise_interrupt(L);    /* Ctrl-C (weft_interrupt) */
   lua_pushcfunction(L, noop);
   lua_call(L, 0, 0);          /* the call hook runs here, and may raise */
   home_watch_init(L, w);      /* it did not (a debugger's hook): go on */
@@ -639,7 +687,7 @@ int future_wait(lua_State *L, future *f, double deadline) {
     home_dispatch(L);
     pthread_mutex_lock(&h->lock);
     h->waiting_on = f;
-    while (!FS_IS_FINAL(future_state(f)) && h->done_head == NULL && rc == 0)
+    while (!FS_IS_FINAL(future_state(f)) && !home_has_work(h) && rc == 0)
       rc = home_sleep_watch(L, h, deadline, &watch);
     h->waiting_on = NULL;
     pthread_mutex_unlock(&h->lock);
@@ -648,7 +696,10 @@ int future_wait(lua_State *L, future *f, double deadline) {
       return 1;
     }
     if (rc == ETIMEDOUT) return 0;
-    if (rc == EINTR) home_deliver_interrupt(L, &watch);
+    if (rc == EINTR) {
+      if (stop_interrupt_pending()) future_cancel_force(f);
+      home_deliver_interrupt(L, &watch);
+    }
   }
 }
 
@@ -778,12 +829,14 @@ static int l_wait(lua_State *L) {
     home_dispatch(L);
     rc = 0;
     pthread_mutex_lock(&h->lock);
-    while (!w.ready && h->done_head == NULL && rc == 0)
+    while (!w.ready && !home_has_work(h) && rc == 0)
       rc = home_sleep_watch(L, h, deadline, &watch);
     ready = w.ready;
     pthread_mutex_unlock(&h->lock);
     if (ready || rc == ETIMEDOUT) break;
     if (rc == EINTR) {
+      if (stop_interrupt_pending())
+        for (i = 0; i < w.n; i++) future_cancel_force(w.fs[i]);
       /* nothing of ours may be left hanging on the futures if it raises */
       free(pos);
       waiter_free(h, &w);
@@ -879,11 +932,15 @@ static int ac_next(lua_State *L) {
     home_dispatch(L);
     home_watch_init(L, &watch);
     pthread_mutex_lock(&h->lock);
-    while (a->fin_taken == a->w.nfin && h->done_head == NULL && rc == 0)
+    while (a->fin_taken == a->w.nfin && !home_has_work(h) && rc == 0)
       rc = home_sleep_watch(L, h, a->deadline, &watch);
     pthread_mutex_unlock(&h->lock);
     timed_out = rc == ETIMEDOUT;
     if (rc == EINTR) {
+      if (stop_interrupt_pending()) {
+        size_t i;
+        for (i = 0; i < a->w.n; i++) future_cancel_force(a->w.fs[i]);
+      }
       home_deliver_interrupt(L, &watch);   /* the iterator's __close cleans up */
       rc = 0;
     }
@@ -999,8 +1056,8 @@ void future_push_error(lua_State *L, future *f) {
     lua_settop(L, base);
     weft_push_error(L, WK_TASK, "the task failed (its error could not be decoded)");
   }
-  if (f->name) {
-    lua_pushstring(L, f->name);
+  if (future_name(f)) {
+    lua_pushstring(L, future_name(f));
     lua_setfield(L, -2, "task");
   }
 }
@@ -1135,11 +1192,71 @@ static int f_attempts(lua_State *L) {
   return 1;
 }
 
+void future_mark_started(future *f, int worker_kind, int worker_id, double when) {
+  future_meta *m = f->meta;
+  double zero = 0;
+  if (m == NULL) return;
+  atomic_store_explicit(&m->worker_kind, worker_kind, memory_order_relaxed);
+  atomic_store_explicit(&m->worker_id, worker_id, memory_order_relaxed);
+  atomic_compare_exchange_strong(&m->started, &zero, when);   /* the first attempt's */
+}
+
+static void set_time(lua_State *L, const char *k, double t) {
+  if (t <= 0) return;
+  lua_pushnumber(L, t);
+  lua_setfield(L, -2, k);
+}
+
+/* f:info() -> {task, flow, attempts, worker, submitted, started, finished}:
+ * what is known of its task besides the outcome (times are core.now()). */
+static int f_info(lua_State *L) {
+  future *f = check_future(L, 1);
+  future_meta *m = f->meta;
+  lua_createtable(L, 0, 7);
+  lua_pushinteger(L, atomic_load_explicit(&f->attempts, memory_order_relaxed));
+  lua_setfield(L, -2, "attempts");
+  if (m == NULL) return 1;
+  if (m->name) {
+    lua_pushstring(L, m->name);
+    lua_setfield(L, -2, "task");
+  }
+  if (m->flow) {
+    lua_pushstring(L, m->flow);
+    lua_setfield(L, -2, "flow");
+  }
+  switch (atomic_load_explicit(&m->worker_kind, memory_order_relaxed)) {
+    case META_THREAD:
+      lua_pushfstring(L, "thread %d", atomic_load_explicit(&m->worker_id, memory_order_relaxed));
+      break;
+    case META_PROCESS:
+      lua_pushfstring(L, "process %d", atomic_load_explicit(&m->worker_id, memory_order_relaxed));
+      break;
+    case META_INLINE:
+      lua_pushliteral(L, "inline");
+      break;
+    default:
+      lua_pushnil(L);
+  }
+  lua_setfield(L, -2, "worker");
+  set_time(L, "submitted", m->submitted);
+  set_time(L, "started", atomic_load_explicit(&m->started, memory_order_relaxed));
+  /* (finished is written before the final state, so a final future has it) */
+  if (FS_IS_FINAL(future_state(f)))
+    set_time(L, "finished", atomic_load_explicit(&m->finished, memory_order_relaxed));
+  return 1;
+}
+
 static int f_state(lua_State *L) {
   static const char *const names[] = {"pending", "running", "running",
                                       "finished", "failed", "cancelled"};
   lua_pushstring(L, names[user_state(check_future(L, 1))]);
   return 1;
+}
+
+int future_cancel_force(future *f) {
+  int ok = future_cancel(f);
+  if (!ok && f->pool && future_state(f) == FS_RUNNING) ok = pool_force_cancel(f->pool, f);
+  return ok;
 }
 
 static int f_cancel(lua_State *L) {
@@ -1152,9 +1269,7 @@ static int f_cancel(lua_State *L) {
   } else if (!lua_isnoneornil(L, 2)) {
     return weft_error(L, WK_CONFIG, "cancel takes an optional table {force = boolean}");
   }
-  ok = future_cancel(f);
-  if (!ok && force && f->pool && future_state(f) == FS_RUNNING)
-    ok = pool_force_cancel(f->pool, f);
+  ok = force ? future_cancel_force(f) : future_cancel(f);
   home_dispatch(L);
   lua_pushboolean(L, ok);
   return 1;
@@ -1319,7 +1434,8 @@ static int f_tostring(lua_State *L) {
   lua_pushvalue(L, 1);
   lua_call(L, 1, 1);
   lua_pushfstring(L, "weft.Future(%s%s%s: %p)", lua_tostring(L, -1),
-                  f->name ? ", " : "", f->name ? f->name : "", (void *)f);
+                  future_name(f) ? ", " : "", future_name(f) ? future_name(f) : "",
+                  (void *)f);
   return 1;
 }
 
@@ -1351,11 +1467,31 @@ static int l_callbacks_pending(lua_State *L) {
   return 1;
 }
 
-static int l_set_reporter(lua_State *L) {
+/* core.set_ticker(fn | nil [, interval]): fn() runs about every `interval`
+ * seconds (default 0.1) while this state waits on futures, and at dispatch. */
+static int l_set_ticker(lua_State *L) {
+  home *h = home_of(L);
+  double every = luaL_optnumber(L, 2, 0.1);
   if (!lua_isnil(L, 1)) luaL_checktype(L, 1, LUA_TFUNCTION);
+  if (!(every >= 0.001)) return luaL_argerror(L, 2, "an interval of at least 0.001 s expected");
   lua_settop(L, 1);
-  lua_rawsetp(L, LUA_REGISTRYINDEX, &REPORTER);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &TICKER);
+  h->tick_every = lua_isnil(L, 1) ? 0 : every;
+  h->tick_at = weft_now() + every;
   return 0;
+}
+
+/* core.set_flow(label | nil) -> the previous label.  Tasks submitted from
+ * this state while a label is set carry it (f:info().flow, log records). */
+static int l_set_flow(lua_State *L) {
+  home *h = home_of(L);
+  const char *label = luaL_optstring(L, 1, NULL);
+  char *copy = label ? strdup(label) : NULL;
+  if (label && copy == NULL) return luaL_error(L, "weft: out of memory");
+  if (h->flow) lua_pushstring(L, h->flow); else lua_pushnil(L);
+  free(h->flow);
+  h->flow = copy;
+  return 1;
 }
 
 static int l_is_future(lua_State *L) {
@@ -1373,6 +1509,7 @@ void future_open(lua_State *L) {
       {"cancel", f_cancel},
       {"state", f_state},
       {"attempts", f_attempts},
+      {"info", f_info},
       {"add_done_callback", f_add_done_callback},
       {"set_running_or_notify_cancel", f_set_running_or_notify_cancel},
       {"set_result", f_set_result},
@@ -1387,7 +1524,8 @@ void future_open(lua_State *L) {
       {"dispatch", l_dispatch},
       {"completion_fd", l_completion_fd},
       {"callbacks_pending", l_callbacks_pending},
-      {"set_reporter", l_set_reporter},
+      {"set_ticker", l_set_ticker},
+      {"set_flow", l_set_flow},
       {"is_future", l_is_future},
       {NULL, NULL}};
   int mod = lua_gettop(L);

@@ -73,7 +73,7 @@ struct future {
   struct wlink *waiters;
   struct dlink *dependents;
   future *next_done;           /* link in home->done queue */
-  char *name;                  /* task name for error messages, or NULL */
+  struct future_meta *meta;    /* what is known besides the outcome, or NULL */
   /* A process pool's task waiting in a worker's socket: its claim word in
    * the page shared with that worker (frame.h), and the task's id there.
    * Set and cleared by the supervisor under its claim lock. */
@@ -83,6 +83,36 @@ struct future {
    * allocation crosses threads for them. */
   char inline_data[FUTURE_INLINE];
 };
+
+/* What a task's future knows besides its outcome, for error messages, log
+ * records and flow-run records (f:info()).  Made at submit, only for
+ * weft.task submissions and tasks submitted under a flow label, so plain
+ * submits pay nothing.  name, flow and submitted are written before the
+ * future is shared and never change; the rest is written by whoever runs
+ * or settles the task and read by the home at any time (atomics). */
+typedef struct future_meta {
+  char *name;                  /* the task's name, or NULL */
+  char *flow;                  /* the flow label at submit, or NULL */
+  double submitted;            /* weft_now() at submit */
+  _Atomic double started;      /* its first attempt began (0: not yet) */
+  _Atomic double finished;     /* it settled (0: not yet) */
+  atomic_int worker_kind;      /* META_THREAD, META_PROCESS, META_INLINE or 0 */
+  atomic_int worker_id;        /* the thread's index, or the process id */
+} future_meta;
+
+enum { META_THREAD = 1, META_PROCESS, META_INLINE };
+
+/* The task name of f for messages, or NULL. */
+static inline const char *future_name(const future *f) {
+  return f->meta ? f->meta->name : NULL;
+}
+
+/* Gives f (new, not shared yet) its meta; -1 when out of memory. */
+int future_meta_init(future *f, const char *name, const char *flow);
+
+/* Notes that an attempt of f's task began on a worker at `when`
+ * (weft_now()); any thread. */
+void future_mark_started(future *f, int worker_kind, int worker_id, double when);
 
 /* A dependent task hung on a future; also a work item once the future
  * settles (see future_settle and pool.c). */
@@ -108,6 +138,17 @@ struct home {
    * how deep in running callbacks it is. */
   long ncallbacks;
   int dispatching;
+  /* Log records made by tasks on workers, to be delivered here (log.c);
+   * guarded by lock, and the completion source is readable while any
+   * wait.  Past LOG_QUEUE_MAX records, more are counted and dropped. */
+  struct log_record *log_head, *log_tail;
+  long nlogs, dropped_logs;
+  atomic_int log_level;        /* records below it are not made (log.h) */
+  /* The home's thread only: the flow label that tasks submitted now carry
+   * (core.set_flow), and the ticker's period and next run (core.set_ticker;
+   * 0: none). */
+  char *flow;
+  double tick_every, tick_at;
   /* Released futures kept for reuse (the home's thread only): creating
    * and collecting futures then costs no malloc and no fresh pages. */
   future *free_futures;
@@ -115,6 +156,14 @@ struct home {
 };
 
 /* === homes === */
+/* Called with h->lock held after queuing work for the home's thread:
+ * wakes it, makes its completion source readable, and unlocks. */
+void home_post_unlock(home *h);
+/* Work for the home's thread (h->lock held): callbacks or log records. */
+static inline int home_has_work(const home *h) {
+  return h->done_head != NULL || h->log_head != NULL;
+}
+
 home *home_of(lua_State *L);           /* the calling state's home */
 /* A file descriptor that becomes readable when callbacks of L's futures
  * are ready to run (home_dispatch runs them); -1 with errno on failure. */
@@ -143,6 +192,9 @@ int future_settle_into(future *f, int state, char *data, size_t len,
 int future_add_dependent(future *f, struct task *t);
 /* Cancels a PENDING future; returns 1 if it is now cancelled. */
 int future_cancel(future *f);
+/* f:cancel{force = true}: cancels a pending f, or stops its running task;
+ * 1 if it did either. */
+int future_cancel_force(future *f);
 
 /* The future held by the userdata at idx, or NULL. */
 future *future_check(lua_State *L, int idx);

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "future.h"
+#include "log.h"
 #include "wire.h"
 #include "pool.h"
 #include "stop.h"
@@ -63,6 +64,7 @@ int luaopen_weft_core(lua_State *L) {
   future_open(L);
   pool_open(L);
   stop_open(L);
+  log_open(L);
   lua_pushliteral(L, WEFT_VERSION);
   lua_setfield(L, -2, "version");
   return 1;

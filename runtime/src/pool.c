@@ -50,6 +50,7 @@
 #include <unistd.h>
 
 #include "child.h"
+#include "log.h"
 #include "procs.h"
 #include "run.h"
 #include "wire.h"
@@ -434,7 +435,7 @@ void pool_settle_timeout(pool *p, future *f, double seconds) {
   size_t len;
   char *data;
   snprintf(msg, sizeof msg, "the task did not finish within %g s", seconds);
-  data = wire_record("timeout", msg, f->name, &len);
+  data = wire_record("timeout", msg, future_name(f), &len);
   atomic_fetch_add(&p->timed_out, 1);   /* (counted first, as in pool_finish) */
   if (future_settle(f, FS_FAILED, data, data ? len : 0, NULL) != 0) {
     atomic_fetch_sub(&p->timed_out, 1);
@@ -688,7 +689,7 @@ static void run_task(lua_State *L, task *t, run_outcome *out) {
     return;
   }
   for (i = 0; i < t->ndeps; i++) deps[i] = task_dep(t, i);
-  run_message(L, t->msg, t->len, deps, t->ndeps, t->f->name, 1, out);
+  run_message(L, t->msg, t->len, deps, t->ndeps, future_name(t->f), 1, out);
   if (deps != small) free(deps);
 }
 
@@ -701,11 +702,15 @@ static int worker_attempt(pool *p, worker *w, lua_State *L, task *t,
                           run_outcome *broken, int *stopped) {
   run_outcome out = {FS_FAILED, NULL, 0};
   stop_level lv;
-  int kind, abandoned;
+  int kind, abandoned, inline_run = p->kind == POOL_INLINE;
+  log_task lt = {t->f, t->attempt, inline_run ? META_INLINE : META_THREAD, w->index, 0, NULL};
+  log_task *outer;
   if (!pool_attempt_start(w, t)) {
     task_clear(t);
     return TASK_DONE;
   }
+  future_mark_started(t->f, lt.worker_kind, lt.worker_id, weft_now());
+  outer = log_enter(&lt);
   t->worker = w;
   memset(&lv, 0, sizeof lv);
   lv.on_deadline = task_deadline;
@@ -727,6 +732,7 @@ static int worker_attempt(pool *p, worker *w, lua_State *L, task *t,
   } else {
     run_task(L, t, &out);
   }
+  log_leave(outer);
   atomic_store_explicit(&w->busy, 0, memory_order_relaxed);
   pthread_mutex_lock(&w->lock);
   w->level = NULL;
@@ -906,7 +912,7 @@ static void pool_shutdown(lua_State *L, pool *p, int wait, int cancel) {
     while (atomic_load(&p->nalive) > 0) {
       home_dispatch(L);
       pthread_mutex_lock(&h->lock);   /* exiting workers signal it */
-      if (atomic_load(&p->nalive) > 0 && h->done_head == NULL) home_sleep(h, -1);
+      if (atomic_load(&p->nalive) > 0 && !home_has_work(h)) home_sleep(h, -1);
       pthread_mutex_unlock(&h->lock);
     }
     /* No worker is alive, so none is being replaced: the slots hold the
@@ -1102,7 +1108,8 @@ static void submit_encoded(lua_State *L, pool *p, wire_enc *e, const task_spec *
     t = malloc(need < 256 ? 256 : need);
     if (t) t->size = need < 256 ? 256 : need;
   }
-  if (f == NULL || t == NULL) {
+  if (f == NULL || t == NULL ||
+      ((spec->name[0] || p->home->flow) && future_meta_init(f, spec->name, p->home->flow))) {
     free(t);
     if (f) future_unref(f);
     wire_enc_free(e);
@@ -1121,7 +1128,6 @@ static void submit_encoded(lua_State *L, pool *p, wire_enc *e, const task_spec *
   t->delays = (double *)(void *)(t + 1);
   t->ndelays = spec->ndelays;
   memcpy(t->delays, spec->delays, delays);
-  if (spec->name[0]) f->name = strdup(spec->name);
   /* The message owns the references the encoder took. */
   t->blobs = (proto_blob **)(void *)(t->delays + spec->ndelays);
   t->nblobs = e->nblobs;
@@ -1212,11 +1218,14 @@ static void inline_run(lua_State *L, pool *p, int fidx) {
     pthread_mutex_lock(&h->lock);
     h->waiting_on = f;
     while (atomic_load(&p->qlen) == 0 && !FS_IS_FINAL(future_state(f)) &&
-           h->done_head == NULL && rc == 0)
+           !home_has_work(h) && rc == 0)
       rc = home_sleep_watch(L, h, -1, &watch);
     h->waiting_on = NULL;
     pthread_mutex_unlock(&h->lock);
-    if (rc == EINTR) home_deliver_interrupt(L, &watch);
+    if (rc == EINTR) {
+      if (stop_interrupt_pending()) future_cancel_force(f);
+      home_deliver_interrupt(L, &watch);
+    }
   }
   home_dispatch(L);
 }
@@ -1297,6 +1306,25 @@ static void remember_executor(lua_State *L) {
   lua_pushboolean(L, 1);
   lua_rawset(L, -3);
   lua_pop(L, 1);
+}
+
+/* core.executors() -> the executors of this state not collected yet */
+static int l_executors(lua_State *L) {
+  lua_Integer n = 0;
+  lua_newtable(L);
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &EXECUTORS) == LUA_TTABLE) {
+    lua_pushnil(L);
+    while (lua_next(L, -2)) {
+      pool **pp = luaL_testudata(L, -2, EXECUTOR_MT);
+      lua_pop(L, 1);
+      if (pp && *pp) {
+        lua_pushvalue(L, -1);
+        lua_rawseti(L, -4, ++n);
+      }
+    }
+  }
+  lua_pop(L, 1);
+  return 1;
 }
 
 /* Shuts p down now: queued tasks cancelled, running ones stopped (as by
@@ -1519,6 +1547,7 @@ void pool_open(lua_State *L) {
       {"default_workers", l_default_workers},
       {"_task_metatable", l_task_metatable},
       {"is_executor", l_is_executor},
+      {"executors", l_executors},
       {"now", l_now},
       {NULL, NULL}};
   int mod = lua_gettop(L);

@@ -44,6 +44,7 @@
 
 #include "child.h"
 #include "frame.h"
+#include "log.h"
 #include "wire.h"
 
 #define PIPE_BUDGET 1e-3      /* seconds of queued work a worker may hold */
@@ -156,7 +157,7 @@ static void attempt_fail(procs *ps, proc *pr, task *t, const char *kind, const c
   va_start(ap, fmt);
   vsnprintf(msg, sizeof msg, fmt, ap);
   va_end(ap);
-  out.data = wire_record(kind, msg, t->f->name, &out.len);
+  out.data = wire_record(kind, msg, future_name(t->f), &out.len);
   attempt_end(ps, pr, t, &out, 0);
 }
 
@@ -260,6 +261,28 @@ static void proc_malformed(proc *pr, const char *detail) {
   pr->bad = 1;
 }
 
+/* A LOG frame: a weft.log record of the task pr runs, for its home. */
+static int proc_log(proc *pr, frame_reader *fr) {
+  uint32_t id = frame_u32(fr);
+  int level = frame_u8(fr);
+  uint64_t usec = frame_u32(fr);
+  task *t;
+  log_record *r;
+  usec |= (uint64_t)frame_u32(fr) << 32;
+  if (fr->bad || !pr->ready || (t = head_task(pr)) == NULL || id != head_id(pr) ||
+      level < LOG_DEBUG || level > LOG_ERROR)
+    return -1;
+  r = log_record_new(level, (double)usec * 1e-6, (const char *)fr->p, (size_t)(fr->end - fr->p));
+  if (r == NULL) return 0;   /* (out of memory: the record is lost, not the task) */
+  r->attempt = t->attempt;
+  r->worker_kind = META_PROCESS;
+  r->worker_id = atomic_load(&pr->pid);
+  future_ref(t->f);
+  r->f = t->f;
+  log_post(t->f->home, r);
+  return 0;
+}
+
 /* Handles one frame; returns -1 (and kills pr) when it is malformed. */
 static int proc_frame(procs *ps, proc *pr, int type, const unsigned char *body, size_t len,
                       double now) {
@@ -298,6 +321,10 @@ static int proc_frame(procs *ps, proc *pr, int type, const unsigned char *body, 
     pr->next_id -= (uint32_t)n;   /* (ids are positions in the worker's stream) */
     return 0;
   }
+  if (type == FRAME_LOG) {
+    if (proc_log(pr, &fr) != 0) goto bad;
+    return 0;
+  }
   if (type != FRAME_DONE && type != FRAME_STOPPED && type != FRAME_SKIPPED) goto bad;
   id = frame_u32(&fr);
   if (type == FRAME_SKIPPED) {   /* its future was cancelled in time */
@@ -313,6 +340,9 @@ static int proc_frame(procs *ps, proc *pr, int type, const unsigned char *body, 
       (type == FRAME_DONE && state != FS_FINISHED && state != FS_FAILED) ||
       (type == FRAME_STOPPED && fr.p != fr.end))
     goto bad;
+  future_mark_started(head_task(pr)->f, META_PROCESS, atomic_load(&pr->pid),
+                      atomic_load_explicit(&pr->sh->began[id % FRAME_PIPE_MAX],
+                                           memory_order_relaxed));
   t = shift_task(pr);
   pr->answered++;
   took = now - pr->head_since;
@@ -491,7 +521,7 @@ static size_t proc_room(procs *ps, proc *pr) {
 static int put_task(proc *pr, task *t) {
   buf *b = &pr->out;
   size_t at = frame_begin(b, FRAME_TASK), i;
-  const char *name = t->f->name ? t->f->name : "";
+  const char *name = future_name(t->f) ? future_name(t->f) : "";
   int bad = at == (size_t)-1 || buf_put_u32(b, pr->next_id) || buf_putc(b, !t->begun) ||
             buf_put_str(b, name, strlen(name)) || buf_put_u32(b, (uint32_t)t->ndeps);
   for (i = 0; !bad && i < t->ndeps; i++) {

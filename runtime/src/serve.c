@@ -31,6 +31,7 @@
 
 #include "frame.h"
 #include "future.h"
+#include "log.h"
 #include "run.h"
 #include "stop.h"
 #include "wire.h"
@@ -153,6 +154,17 @@ static int send_answer(int type, uint32_t id, int state, const char *data, size_
   return send_frame(head, FRAME_HEAD + (type == FRAME_DONE ? 5 : 4), type, data, len);
 }
 
+/* A weft.log record of the running task goes to the pool (log.h). */
+static int forward_log(const log_task *lt, int level, double time, const char *msg, size_t len) {
+  unsigned char head[FRAME_HEAD + 13];
+  uint64_t usec = (uint64_t)(time * 1e6);
+  frame_put_u32(head + FRAME_HEAD, lt->id);
+  head[FRAME_HEAD + 4] = (unsigned char)level;
+  frame_put_u32(head + FRAME_HEAD + 5, (uint32_t)usec);
+  frame_put_u32(head + FRAME_HEAD + 9, (uint32_t)(usec >> 32));
+  return send_frame(head, sizeof head, FRAME_LOG, msg, len);
+}
+
 /* RECALL: every task not started goes back, in the order they came. */
 static int give_back(void) {
   buf ids = BUF_INIT;
@@ -271,6 +283,7 @@ static int run_task(lua_State *L, const queued *q, const run_outcome *broken, in
   atomic_uint *claim = &wk.sh->claim[q->id % FRAME_PIPE_MAX];
   uint32_t queued = CLAIM(q->id, CLAIM_QUEUED);
   stop_level lv;
+  log_task lt = {NULL, 0, 0, 0, q->id, forward_log}, *outer;
   const char *name;
   char namebuf[256];
   size_t nlen, ndeps, i;
@@ -278,6 +291,7 @@ static int run_task(lua_State *L, const queued *q, const run_outcome *broken, in
   /* Ours unless its future was cancelled first (frame.h, "Claims"). */
   if (!atomic_compare_exchange_strong(claim, &queued, CLAIM(q->id, CLAIM_STARTED)))
     return send_answer(FRAME_SKIPPED, q->id, 0, NULL, 0);
+  atomic_store_explicit(&wk.sh->began[q->id % FRAME_PIPE_MAX], weft_now(), memory_order_relaxed);
   atomic_store(&wk.sh->busy, 1);
   if (first) atomic_fetch_add(&wk.sh->started, 1);
   name = frame_str(&fr, &nlen);
@@ -300,12 +314,14 @@ static int run_task(lua_State *L, const queued *q, const run_outcome *broken, in
   wk.level = &lv;
   wk.id = q->id;
   pthread_mutex_unlock(&wk.lock);
+  outer = log_enter(&lt);
   if (broken->data)
     run_error_record(L, WK_BROKEN, "the worker's init function failed", broken->data,
                      broken->len, &out);
   else
     run_message(L, (const char *)fr.p, (size_t)(fr.end - fr.p), deps, ndeps,
                 nlen ? namebuf : NULL, 0, &out);
+  log_leave(outer);
   pthread_mutex_lock(&wk.lock);
   wk.level = NULL;
   pthread_mutex_unlock(&wk.lock);

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "child.h"
+#include "weft.h"
 
 #define STOP_MASK (LUA_MASKCOUNT | LUA_MASKCALL)
 
@@ -111,6 +112,59 @@ static void stop_hook(lua_State *L, lua_Debug *ar) {
 
 static void set_stop_hook(lua_State *L) {
   if (L) lua_sethook(L, stop_hook, STOP_MASK, 1);
+}
+
+/* === user interrupts (Ctrl-C) ============================================ */
+
+/* Set by weft_interrupt (a signal handler), read anywhere.  `interrupted`
+ * stays set until the host clears it; `undelivered` until the interrupt
+ * error has been raised once, by the hook or by a wait. */
+static atomic_int interrupted, undelivered;
+
+static void push_interrupt_error(lua_State *L) {
+  weft_push_error(L, WK_CANCELLED, "interrupted");
+}
+
+/* One-shot, as lua.c's: the first instruction or call raises. */
+static void interrupt_hook(lua_State *L, lua_Debug *ar) {
+  (void)ar;
+  lua_sethook(L, NULL, 0, 0);
+  if (atomic_exchange(&undelivered, 0)) {
+    push_interrupt_error(L);
+    lua_error(L);
+  }
+}
+
+void weft_interrupt(lua_State *L) {
+  atomic_store(&interrupted, 1);
+  atomic_store(&undelivered, 1);
+  lua_sethook(L, interrupt_hook, LUA_MASKCALL | LUA_MASKRET | LUA_MASKCOUNT, 1);
+}
+
+int weft_interrupted(void) { return atomic_load(&interrupted); }
+
+void weft_clear_interrupt(void) {
+  atomic_store(&interrupted, 0);
+  atomic_store(&undelivered, 0);
+}
+
+int stop_interrupt_pending(void) { return atomic_load(&undelivered); }
+
+void stop_raise_interrupt(lua_State *L) {
+  if (!atomic_exchange(&undelivered, 0)) return;
+  push_interrupt_error(L);
+  lua_error(L);
+}
+
+static int l_interrupted(lua_State *L) {
+  lua_pushboolean(L, weft_interrupted());
+  return 1;
+}
+
+static int l_clear_interrupt(lua_State *L) {
+  (void)L;
+  weft_clear_interrupt();
+  return 0;
 }
 
 /* === the signal ========================================================== */
@@ -415,7 +469,7 @@ static int l_sleep(lua_State *L) {
   stop_check(L);
   while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR) {
     stop_check(L);
-    if (lua_gethook(L) != w.hook || lua_gethookmask(L) != w.mask)
+    if (lua_gethook(L) != w.hook || lua_gethookmask(L) != w.mask || stop_interrupt_pending())
       home_deliver_interrupt(L, &w);
   }
   return 0;
@@ -502,6 +556,10 @@ void stop_open(lua_State *L) {
   stop_init();
   lua_pushcfunction(L, l_sleep);
   lua_setfield(L, -2, "sleep");
+  lua_pushcfunction(L, l_interrupted);
+  lua_setfield(L, -2, "interrupted");
+  lua_pushcfunction(L, l_clear_interrupt);
+  lua_setfield(L, -2, "clear_interrupt");
   luaL_newlib(L, timeout);
   lua_setfield(L, -2, "timeout");
 }

@@ -104,6 +104,12 @@ void stop_track_coroutines(lua_State *L);
  * table at the top of the stack. */
 void stop_open(lua_State *L);
 
+/* User interrupts (weft_interrupt in weft.h, from a SIGINT handler): 1
+ * while one has not been raised yet; stop_raise_interrupt raises it in L
+ * (kind cancelled, "interrupted") if so. */
+int stop_interrupt_pending(void);
+void stop_raise_interrupt(lua_State *L);
+
 /* While the calling thread sleeps on h (h->lock held), a stop also wakes
  * it: stop_watch_home(h) before sleeping, stop_watch_home(NULL) after. */
 void stop_watch_home(home *h);
