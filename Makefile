@@ -25,7 +25,8 @@ BUILD   = build
 SRCS    = runtime/src/lweft.c runtime/src/proto.c runtime/src/wire.c \
           runtime/src/future.c runtime/src/pool.c runtime/src/run.c \
           runtime/src/deadline.c runtime/src/stop.c runtime/src/child.c \
-          runtime/src/procs.c runtime/src/serve.c runtime/src/host.c
+          runtime/src/procs.c runtime/src/serve.c runtime/src/host.c \
+          runtime/src/log.c
 OBJS    = $(SRCS:runtime/src/%.c=$(BUILD)/obj/%.o)
 HDRS    = $(wildcard runtime/src/*.h) runtime/include/weft.h
 
