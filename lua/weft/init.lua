@@ -1,8 +1,9 @@
 -- weft: parallel execution for Lua 5.4.
 --
 -- This is the thin Lua layer over the C core (weft.core): option tables,
--- executor specs, map, gather.  Everything that moves values between states,
--- waits or runs tasks is in C.
+-- executor specs, the default executor, tasks, map, gather; flows are in
+-- weft/flow.lua.  Everything that moves values between states, waits or
+-- runs tasks is in C.
 
 local core = require "weft.core"
 
@@ -21,6 +22,9 @@ local weft = {
   luv = require "weft.luv",
   core = core,       -- the C core: completion_fd, dispatch, now...
 }
+
+local flows = require "weft.flow"
+flows.bind(weft)
 
 local Executor = core.Executor
 local is_future = core.is_future
@@ -140,30 +144,76 @@ function weft.processes(opts)
                      worker_path = opts.worker_path })
 end
 
---- weft.executor(spec): "inline", "threads", "threads:8", "processes", "processes:4".
-function weft.executor(spec)
-  if core.is_executor(spec) then return spec end
+-- Reads an executor spec string ("inline", "threads", "threads:8",
+-- "processes", "processes:4") without building anything: returns the
+-- constructor's name and the worker count (nil for the default).  Raises
+-- kind config for a bad spec, naming `what`.
+local function parse_spec(what, spec)
   if type(spec) ~= "string" then
-    raise("config", "weft.executor: spec must be a string, got %s", type(spec))
+    raise("config", "%s: spec must be a string, got %s", what, type(spec))
   end
   local kind, colon, arg = spec:match("^(%a+)(:?)(.*)$")
   if colon == "" and arg ~= "" then kind = nil end
   if kind == "inline" and colon == "" then
-    return weft.inline()
+    return kind
   elseif kind == "threads" or kind == "processes" then
-    local n
-    if colon ~= "" then
-      n = arg:match("^%d+$") and math.tointeger(tonumber(arg))
-      if not n then
-        raise("config", "weft.executor: bad worker count in %q (expected %s:N)", spec, kind)
-      end
+    if colon == "" then return kind end
+    local n = arg:match("^%d+$") and math.tointeger(tonumber(arg))
+    if not n then
+      raise("config", "%s: bad worker count in %q (expected %s:N)", what, spec, kind)
     end
-    return weft[kind] { workers = n }
+    return kind, check_workers(what, n)
   elseif spec:match("^redis") then
-    raise("config", "weft.executor: %q needs an executor that is not built yet", spec)
+    raise("config", "%s: %q needs an executor that is not built yet", what, spec)
   end
-  raise("config", "weft.executor: unknown executor spec %q "
-        .. "(expected inline, threads, threads:N, processes or processes:N)", spec)
+  raise("config", "%s: unknown executor spec %q "
+        .. "(expected inline, threads, threads:N, processes or processes:N)", what, spec)
+end
+
+local function build_spec(what, spec)
+  local kind, n = parse_spec(what, spec)
+  if kind == "inline" then return weft.inline() end
+  return weft[kind] { workers = n }
+end
+
+--- weft.executor(spec): "inline", "threads", "threads:8", "processes", "processes:4";
+--- an executor is returned as it is.
+function weft.executor(spec)
+  if core.is_executor(spec) then return spec end
+  return build_spec("weft.executor", spec)
+end
+
+-- === the default executor ================================================
+
+-- Flow runs given no executor share one, built on first use: so a script
+-- can be run on threads or processes from outside (the weft program's
+-- --executor, or WEFT_EXECUTOR) without changing it.
+local default_spec     -- from set_default_executor; nil: WEFT_EXECUTOR, else "threads"
+local default_built    -- built from a spec, on first use
+
+--- weft.set_default_executor(spec): an executor or a spec string (nil: back
+--- to WEFT_EXECUTOR or "threads").  Checks a spec at once; builds nothing.
+--- A default executor built before is shut down (without waiting).
+function weft.set_default_executor(spec)
+  if spec ~= nil and not core.is_executor(spec) then
+    parse_spec("weft.set_default_executor", spec)
+  end
+  if default_built then default_built:shutdown { wait = false } end
+  default_spec, default_built = spec, nil
+end
+
+--- weft.default_executor() -> the executor of flow runs given none.
+function weft.default_executor()
+  if core.is_executor(default_spec) then return default_spec end
+  if not default_built then
+    local spec, what = default_spec, "weft.set_default_executor"
+    if spec == nil then
+      spec, what = os.getenv("WEFT_EXECUTOR"), "WEFT_EXECUTOR"
+      if spec == nil or spec == "" then spec = "threads" end
+    end
+    default_built = build_spec(what, spec)
+  end
+  return default_built
 end
 
 -- === tasks ===============================================================
@@ -175,25 +225,34 @@ core._task_metatable(Task)
 
 local task_opts = { [1] = true, fn = true, name = true, timeout = true,
                     retries = true, retry_delay = true }
+local flow_opts = { [1] = true, fn = true, name = true }
 
 local function is_task(v) return getmetatable(v) == Task end
 weft.is_task = is_task
 
---- weft.task{fn, name=, timeout=, retries=, retry_delay=} (or weft.task(fn))
-function weft.task(spec)
-  if type(spec) == "function" then spec = { spec } end
-  spec = check_opts("weft.task", spec, task_opts)
+-- The function and the name of a task or flow spec (`what` is "task" or
+-- "flow"); the name defaults to where the function is defined.
+local function spec_function(what, spec)
   local fn = spec[1] or spec.fn
   if type(fn) ~= "function" then
-    raise("config", "weft.task: the first field must be the task's function, got %s", type(fn))
+    raise("config", "weft.%s: the first field must be the %s's function, got %s",
+          what, what, type(fn))
   end
   local name = spec.name
   if name == nil then
     local info = debug.getinfo(fn, "S")
     name = info.short_src .. ":" .. info.linedefined
   elseif type(name) ~= "string" then
-    raise("config", "weft.task: name must be a string, got %s", type(name))
+    raise("config", "weft.%s: name must be a string, got %s", what, type(name))
   end
+  return fn, name
+end
+
+--- weft.task{fn, name=, timeout=, retries=, retry_delay=} (or weft.task(fn))
+function weft.task(spec)
+  if type(spec) == "function" then spec = { spec } end
+  spec = check_opts("weft.task", spec, task_opts)
+  local fn, name = spec_function("task", spec)
   local timeout = check_timeout("weft.task", spec.timeout)
   local retries = spec.retries or 0
   if math_type(retries) ~= "integer" or retries < 0 then
@@ -209,14 +268,33 @@ function weft.task(spec)
                         retry_delay = delay }, Task)
 end
 
---- task(...): outside a flow, a plain call of its function.
+--- task(...): inside a running flow, submits the call to the run's
+--- executor and returns its future; outside, a plain call of its function.
 function Task:__call(...)
+  local run = flows.running()
+  if run then return run:submit(self, ...) end
   return self.fn(...)
 end
+
+--- task:map(...) -> list of futures (inside a flow; see weft/flow.lua).
+Task.map = flows.map
 
 function Task:__tostring()
   return string.format("weft.Task(%s)", self.name)
 end
+
+-- === flows ===============================================================
+
+--- weft.flow{fn, name=} (or weft.flow(fn)) -> flow; flow:run(...) -> run
+--- (see weft/flow.lua).
+function weft.flow(spec)
+  if type(spec) == "function" then spec = { spec } end
+  spec = check_opts("weft.flow", spec, flow_opts)
+  return flows.new(spec_function("flow", spec))
+end
+
+weft.unmapped = flows.unmapped
+weft.observe_runs = flows.observe_runs
 
 -- === timeouts ============================================================
 
