@@ -553,17 +553,20 @@ static void home_tick(lua_State *L, home *h) {
 int home_dispatch(lua_State *L) {
   home *h = home_of(L);
   int ran = 0, drain;
+  log_record *logs;
+  long dropped;
   /* Quiet the completion source first: a future queued after this point
    * makes it readable again. */
   pthread_mutex_lock(&h->lock);
   drain = h->signaled;
   h->signaled = 0;
+  logs = log_take_locked(h, &dropped);
   pthread_mutex_unlock(&h->lock);
   if (drain) {
     uint64_t v;
     while (read(h->efd, &v, sizeof v) < 0 && errno == EINTR) {}
   }
-  log_deliver_queued(L);
+  if (logs || dropped) log_deliver(L, logs, dropped);
   if (h->tick_every > 0 && !h->dispatching && weft_now() >= h->tick_at) home_tick(L, h);
   for (;;) {
     future *f;

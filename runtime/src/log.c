@@ -189,18 +189,16 @@ void log_post(home *h, log_record *r) {
   home_post_unlock(h);
 }
 
-void log_deliver_queued(lua_State *L) {
-  home *h = home_of(L);
-  log_record *r;
-  long dropped;
-  if (h->log_head == NULL && h->dropped_logs == 0) return;   /* (a racy peek, redone below) */
-  pthread_mutex_lock(&h->lock);
-  r = h->log_head;
+log_record *log_take_locked(home *h, long *dropped) {
+  log_record *r = h->log_head;
   h->log_head = h->log_tail = NULL;
   h->nlogs = 0;
-  dropped = h->dropped_logs;
+  *dropped = h->dropped_logs;
   h->dropped_logs = 0;
-  pthread_mutex_unlock(&h->lock);
+  return r;
+}
+
+void log_deliver(lua_State *L, log_record *r, long dropped) {
   while (r) {
     log_record *next = r->next;
     deliver(L, r);
@@ -209,23 +207,18 @@ void log_deliver_queued(lua_State *L) {
   }
   if (dropped > 0) {
     char msg[160];
-    int n = snprintf(msg, sizeof msg,
-                     "weft.log: %ld records from tasks were dropped (this state did not "
-                     "wait on its futures to take them)", dropped);
-    log_record *w = log_record_new(LOG_WARN, epoch_now(), msg, (size_t)n);
-    if (w) {
-      deliver(L, w);
-      log_record_free(w);
-    }
+    snprintf(msg, sizeof msg,
+             "weft.log: %ld records from tasks were dropped (this state did not "
+             "wait on its futures to take them)", dropped);
+    log_here(L, LOG_WARN, msg);
   }
 }
 
 void log_flush_closed(home *h) {
   log_record *r;
+  long dropped;
   pthread_mutex_lock(&h->lock);
-  r = h->log_head;
-  h->log_head = h->log_tail = NULL;
-  h->nlogs = 0;
+  r = log_take_locked(h, &dropped);
   pthread_mutex_unlock(&h->lock);
   while (r) {
     log_record *next = r->next;

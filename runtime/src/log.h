@@ -69,8 +69,10 @@ void log_here(lua_State *L, int level, const char *msg);
 /* Queues r (taking it) for delivery in h; any thread. */
 void log_post(home *h, log_record *r);
 
-/* Delivers the records queued on L's home, in L (the home's thread). */
-void log_deliver_queued(lua_State *L);
+/* Takes the records queued on h, and how many were dropped (h->lock
+ * held); log_deliver then delivers them in the home's state, in order. */
+log_record *log_take_locked(home *h, long *dropped);
+void log_deliver(lua_State *L, log_record *r, long dropped);
 
 /* Writes the records still queued on a closing home on stderr. */
 void log_flush_closed(home *h);
