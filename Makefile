@@ -79,7 +79,7 @@ test: bootstrap all
 	@scripts/test
 
 demo: bootstrap all
-	$(LUA_ENV) lua5.4 scripts/examples/squares.lua
+	$(BUILD)/weft/weft run scripts/examples/etl.lua
 
 bench: all
 	lua5.4 scripts/bench/run
