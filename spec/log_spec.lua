@@ -145,10 +145,13 @@ describe("weft.log", function()
     local messages = {}
     for _, r in ipairs(got) do messages[#messages + 1] = r.message end
     assert.same({ "w", "e", "w", "e", "w", "e" }, messages)
-    weft.log.set_level("debug")
-    got[#got] = nil
+    weft.log.set_level("debug")   -- reaches workers with their next task
     ex:submit(fn):result()
-    assert.equal(4 + 5, #got)
+    px:submit(fn):result()
+    assert.equal(6 + 4 + 4, #got)
+    assert.equal("d", got[7].message)
+    assert.equal("d", got[11].message)
+    assert.truthy(got[11].worker:match("^process "))
   end)
 
   it("rejects an unknown level with a config error", function()

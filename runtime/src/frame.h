@@ -8,9 +8,10 @@
  *   pool -> worker
  *     HELLO   version:u8 index:u32 path:str cpath:str init:str
  *             (init: an encoded init call, or empty)
- *     TASK    id:u32 first:u8 name:str ndeps:u32 dep:str* message:rest
- *             (first: 1 on a task's first attempt; dep: the encoded
- *             results of the task's i-th dependency)
+ *     TASK    id:u32 first:u8 level:u8 name:str ndeps:u32 dep:str* message:rest
+ *             (first: 1 on a task's first attempt; level: the submitting
+ *             state's weft.log level; dep: the encoded results of the
+ *             task's i-th dependency)
  *     RECALL  (give back the tasks not started yet)
  *   worker -> pool
  *     READY   (the worker's state is open and init has run)
@@ -49,7 +50,7 @@
 
 #include "buf.h"
 
-#define FRAME_VERSION 2
+#define FRAME_VERSION 3
 #define FRAME_MAX (1u << 30)           /* larger frames are refused */
 #define FRAME_HEAD 5                   /* size:u32 type:u8 */
 #define FRAME_ID_MASK 0x3fffffff

@@ -241,7 +241,7 @@ static int l_log_emit(lua_State *L) {
   log_record *r;
   if (level == 0) return luaL_argerror(L, 1, "debug, info, warn or error expected");
   if (lt && lt->forward) {   /* a task in a worker process */
-    if (level >= atomic_load(&h->log_level)) lt->forward(lt, level, epoch_now(), msg, len);
+    if (level >= lt->level) lt->forward(lt, level, epoch_now(), msg, len);
     return 0;
   }
   if (lt && lt->f && level < atomic_load(&lt->f->home->log_level)) return 0;

@@ -12,10 +12,10 @@
  *
  * Delivery runs in the home's state: it calls the state's sink
  * (core.set_log_sink) with a table {time, level, message, flow, task,
- * attempt, worker}, or writes one line on stderr.  The state's level
- * (core.set_log_level, WEFT_LOG_LEVEL at first) filters records where they
- * are made when that is the same state or a thread of the same process, and
- * again on delivery.
+ * attempt, worker}, or writes one line on stderr.  The submitting state's
+ * level (core.set_log_level, WEFT_LOG_LEVEL at first) filters records where
+ * they are made (a worker process gets it with each task), and again on
+ * delivery.
  */
 #ifndef WEFT_LOG_H
 #define WEFT_LOG_H
@@ -52,6 +52,7 @@ typedef struct log_task {
   /* A worker process sends its records to the pool instead (serve.c). */
   int (*forward)(const struct log_task *lt, int level, double time, const char *msg,
                  size_t len);
+  int level;                   /* ...the records from this level up */
 } log_task;
 
 /* Makes lt the calling thread's running task; returns the one it hides. */

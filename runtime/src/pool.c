@@ -703,7 +703,7 @@ static int worker_attempt(pool *p, worker *w, lua_State *L, task *t,
   run_outcome out = {FS_FAILED, NULL, 0};
   stop_level lv;
   int kind, abandoned, inline_run = p->kind == POOL_INLINE;
-  log_task lt = {t->f, t->attempt, inline_run ? META_INLINE : META_THREAD, w->index, 0, NULL};
+  log_task lt = {t->f, t->attempt, inline_run ? META_INLINE : META_THREAD, w->index, 0, NULL, 0};
   log_task *outer;
   if (!pool_attempt_start(w, t)) {
     task_clear(t);

@@ -523,6 +523,7 @@ static int put_task(proc *pr, task *t) {
   size_t at = frame_begin(b, FRAME_TASK), i;
   const char *name = future_name(t->f) ? future_name(t->f) : "";
   int bad = at == (size_t)-1 || buf_put_u32(b, pr->next_id) || buf_putc(b, !t->begun) ||
+            buf_putc(b, atomic_load_explicit(&t->f->home->log_level, memory_order_relaxed)) ||
             buf_put_str(b, name, strlen(name)) || buf_put_u32(b, (uint32_t)t->ndeps);
   for (i = 0; !bad && i < t->ndeps; i++) {
     wire_dep dep = task_dep(t, i);

@@ -283,17 +283,18 @@ static int run_task(lua_State *L, const queued *q, const run_outcome *broken, in
   atomic_uint *claim = &wk.sh->claim[q->id % FRAME_PIPE_MAX];
   uint32_t queued = CLAIM(q->id, CLAIM_QUEUED);
   stop_level lv;
-  log_task lt = {NULL, 0, 0, 0, q->id, forward_log}, *outer;
+  log_task lt = {NULL, 0, 0, 0, q->id, forward_log, 0}, *outer;
   const char *name;
   char namebuf[256];
   size_t nlen, ndeps, i;
-  int kind, rc, first = frame_u8(&fr);
+  int kind, rc, first = frame_u8(&fr), level = frame_u8(&fr);
   /* Ours unless its future was cancelled first (frame.h, "Claims"). */
   if (!atomic_compare_exchange_strong(claim, &queued, CLAIM(q->id, CLAIM_STARTED)))
     return send_answer(FRAME_SKIPPED, q->id, 0, NULL, 0);
   atomic_store_explicit(&wk.sh->began[q->id % FRAME_PIPE_MAX], weft_now(), memory_order_relaxed);
   atomic_store(&wk.sh->busy, 1);
   if (first) atomic_fetch_add(&wk.sh->started, 1);
+  lt.level = level;   /* the submitting state's */
   name = frame_str(&fr, &nlen);
   snprintf(namebuf, sizeof namebuf, "%.*s", (int)nlen, name);
   ndeps = frame_u32(&fr);
