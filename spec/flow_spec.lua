@@ -572,3 +572,71 @@ describe("the default executor", function()
     assert.truthy(out:find("WEFT_EXECUTOR", 1, true))
   end)
 end)
+
+describe("an interrupt (Ctrl-C in the weft program)", function()
+  after_each(util.cleanup)
+
+  -- The script: an outer flow with a task it never awaits and a subflow
+  -- that waits on a task; both tasks hold on the spec's gate (the same
+  -- protocol as helpers/gate.lua, from the two FIFO paths).  It writes
+  -- what the observers saw and what flow:run raised to `report`.
+  local script = [[
+    local weft = require "weft"
+    local started, release, report = ...
+    local hold = weft.task { name = "hold", function(s, r)
+      local w = io.open(s, "w") w:write("started\n") w:close()
+      local f = io.open(r, "r") if f then f:close() end
+    end }
+    local quick = weft.task { name = "quick", function() return 1 end }
+    local lines = {}
+    weft.observe_runs(function(event, run)
+      if event ~= "finish" then return end
+      local states = {}
+      for _, t in ipairs(run.tasks) do states[#states + 1] = t.name .. "=" .. t.state end
+      lines[#lines + 1] = table.concat({ run.name, run.state, table.concat(states, ","),
+                                         tostring(run.error and run.error.message) }, " ")
+    end)
+    local inner = weft.flow { name = "inner", function()
+      return hold(started, release):result()
+    end }
+    local outer = weft.flow { name = "outer", function()
+      quick():result()
+      hold(started, release)
+      inner:run()
+    end }
+    local ok, err = pcall(outer.run, outer, { executor = weft.threads { workers = 2 } })
+    lines[#lines + 1] = "raised " .. tostring(weft.is(err, "cancelled")) .. " "
+                        .. tostring(err and err.message)
+    local f = io.open(report, "w")
+    f:write(table.concat(lines, "\n"), "\n")
+    f:close()
+  ]]
+
+  it("cancels the run's unfinished tasks, reports every run, and re-raises", function()
+    local build = assert(os.getenv("WEFT_BUILD_DIR"), "run through scripts/test")
+    local g <close> = gate.new()
+    local path, report = util.tmpname() .. ".lua", util.tmpname()
+    local f = assert(io.open(path, "w"))
+    f:write(script)
+    f:close()
+    -- Once both tasks hold, Ctrl-C; then wait for the program to end (a
+    -- program still there after two minutes is a hang: killed, and the
+    -- report is missing).
+    local ok = os.execute(table.concat({
+      build .. "/weft/weft run " .. path, g.started_path, g.release_path, report,
+      "> /dev/null 2>&1 & pid=$!;",
+      "timeout 120 dd if=" .. g.started_path .. " bs=1 count=16 status=none > /dev/null;",
+      "kill -INT $pid;",
+      "(sleep 120; kill -KILL $pid) > /dev/null 2>&1 & dog=$!;",
+      "wait $pid; kill $dog; true" }, " "))
+    os.remove(path)
+    assert.is_true(ok)
+    local lines = {}
+    for line in io.lines(report) do lines[#lines + 1] = line end
+    assert.same({
+      "inner failed hold=cancelled interrupted",
+      "outer failed quick=completed,hold=cancelled interrupted",
+      "raised true interrupted",
+    }, lines)
+  end)
+end)
