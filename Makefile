@@ -50,7 +50,7 @@ $(BUILD)/weft/core.so: $(OBJS)
 
 $(BUILD)/weft/weft: runtime/cli/weft.c $(OBJS)
 	$(CC) $(WEFT_CFLAGS) $(CFLAGS) -o $@ runtime/cli/weft.c \
-	  $(OBJS) $(LUA_LIBS) -lm -ldl
+	  $(OBJS) $(LUA_LIBS) -lreadline -lm -ldl
 
 # The worker entry point, found next to core.so (see runtime/src/child.h).
 $(BUILD)/weft/weft-worker: runtime/cli/weft-worker.c $(OBJS)
