@@ -12,6 +12,8 @@ fixed list of steps instead of a person.  STEPS.json is a list of objects:
     {"expect": "2"}                wait until this text (plain) shows up in
                                    the output after the previous match
     {"expect": "...", "timeout": 30}   (seconds; default 60)
+    {"shell": "echo go > fifo"}    run a shell command (an event the
+                                   program waits for), up to "timeout"
     {"exit": true}                 wait for the program to exit
 
 Matching is on the output with terminal escape sequences taken out.
@@ -32,6 +34,7 @@ import re
 import select
 import signal
 import struct
+import subprocess
 import sys
 import termios
 import time
@@ -136,6 +139,13 @@ def main():
             os.write(session.fd, step["send"].encode("utf-8"))
         elif "expect" in step:
             why = session.expect(step["expect"], timeout)
+        elif "shell" in step:
+            try:
+                done = subprocess.run(step["shell"], shell=True, timeout=timeout)
+                if done.returncode != 0:
+                    why = "%r exited with status %d" % (step["shell"], done.returncode)
+            except subprocess.TimeoutExpired:
+                why = "%r did not finish within %gs" % (step["shell"], timeout)
         elif step.get("exit"):
             why = session.wait_exit(timeout)
         else:
