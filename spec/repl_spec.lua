@@ -178,6 +178,19 @@ describe("the weft REPL", function()
     })
   end)
 
+  it("Tab completes globals, fields and methods", function()
+    played(session {
+      PROMPT,
+      send "weft.thr\t", expect("weft.threads"), line "{ workers = 1 }", PROMPT,
+      send "ex = weft.in\t", expect("weft.inline"), line "()", PROMPT,
+      send "f = ex:sub\t", expect("ex:submit"), line "(function() return 3 end)", PROMPT,
+      send "f:res\t", expect("f:result"), line "()", expect("3\r\n"), PROMPT,
+      send "weft.t\t\t", expect("weft.task"), expect("weft.threads"), expect("weft.timeout"),
+      send(CTRL_C), expect("(Ctrl-C again or Ctrl-D to exit)"), PROMPT,
+      send(CTRL_D), { exit = true },
+    })
+  end)
+
   it("keeps the history in WEFT_HISTORY", function()
     local history = util.tmpname()
     played(session({

@@ -648,6 +648,139 @@ static void remember(repl *r, const char *chunk) {
 }
 
 /* ==================================================================== */
+/* === the REPL: Tab completion                                     === */
+/* ==================================================================== */
+
+/* Tab completes globals and field paths: "weft.thr" -> "weft.threads",
+ * "ex:sub" -> "ex:submit".  Fields are read raw, from tables and from the
+ * __index tables of metatables (methods of executors, futures...): no Lua
+ * code runs while a key is being completed. */
+
+#define COMPLETE_DEPTH 8         /* __index tables followed, at most */
+#define COMPLETE_MAX 500         /* candidates offered, at most */
+
+/* Pushes the __index table of the value at idx's metatable; 0 if none. */
+static int push_index_table(lua_State *L, int idx) {
+  if (!lua_getmetatable(L, idx)) return 0;
+  lua_pushliteral(L, "__index");
+  lua_rawget(L, -2);
+  lua_remove(L, -2);
+  if (lua_istable(L, -1)) return 1;
+  lua_pop(L, 1);
+  return 0;
+}
+
+/* Replaces the value on top with its field `key` (nil if none). */
+static void step_into(lua_State *L, const char *key, size_t len) {
+  int depth;
+  for (depth = 0; depth < COMPLETE_DEPTH; depth++) {
+    if (lua_istable(L, -1)) {
+      lua_pushlstring(L, key, len);
+      if (lua_rawget(L, -2) != LUA_TNIL) {
+        lua_remove(L, -2);
+        return;
+      }
+      lua_pop(L, 1);
+    }
+    if (!push_index_table(L, -1)) break;
+    lua_remove(L, -2);
+  }
+  lua_pop(L, 1);
+  lua_pushnil(L);
+}
+
+/* Whether key is a name completion offers: an identifier starting with
+ * prefix, and not a private "_name" unless the prefix asks for one. */
+static int offered(const char *key, size_t n, const char *prefix, size_t len) {
+  static const char ident[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ_0123456789";
+  return n >= len && strncmp(key, prefix, len) == 0 && (key[0] != '_' || len > 0) &&
+         strspn(key, ident) == n;
+}
+
+/* Adds to the list at `set` the keys of the value on top (and of its
+ * __index tables) that are offered for prefix; pops the value. */
+static void collect_keys(lua_State *L, int set, const char *prefix, size_t len) {
+  int depth;
+  for (depth = 0; depth < COMPLETE_DEPTH; depth++) {
+    if (lua_istable(L, -1)) {
+      lua_pushnil(L);
+      while (lua_next(L, -2)) {
+        size_t n;
+        const char *key;
+        lua_pop(L, 1);                             /* the value */
+        if (lua_type(L, -1) != LUA_TSTRING) continue;
+        key = lua_tolstring(L, -1, &n);
+        if (!offered(key, n, prefix, len)) continue;
+        lua_pushvalue(L, -1);
+        lua_rawseti(L, set, (lua_Integer)lua_rawlen(L, set) + 1);
+        if (lua_rawlen(L, set) >= COMPLETE_MAX) {
+          lua_pop(L, 2);                           /* the key, the value */
+          return;
+        }
+      }
+    }
+    if (!push_index_table(L, -1)) break;
+    lua_remove(L, -2);
+  }
+  lua_pop(L, 1);
+}
+
+/* complete_in_lua(text) -> list of completions (under lua_pcall: an
+ * allocation error must not escape into readline). */
+static int complete_in_lua(lua_State *L) {
+  const char *text = lua_tostring(L, 1), *p = text, *q;
+  int set;
+  lua_newtable(L);
+  set = lua_gettop(L);
+  lua_pushglobaltable(L);
+  while ((q = strpbrk(p, ".:")) != NULL) {
+    step_into(L, p, (size_t)(q - p));
+    p = q + 1;
+  }
+  collect_keys(L, set, p, strlen(p));
+  lua_pushinteger(L, (lua_Integer)(p - text));    /* length of the path before the key */
+  return 2;
+}
+
+/* readline's attempted-completion function: matches[0] is what they
+ * share, then each match; NULL for none. */
+static char **complete(const char *text, int start, int end) {
+  lua_State *L = cli.L;
+  int top = lua_gettop(L), n, i;
+  size_t head, common = 0;
+  char **matches = NULL;
+  (void)start;
+  (void)end;
+  rl_attempted_completion_over = 1;              /* never file names */
+  rl_completion_append_character = '\0';
+  lua_pushcfunction(L, complete_in_lua);
+  lua_pushstring(L, text);
+  if (lua_pcall(L, 1, 2, 0) != LUA_OK || (n = (int)lua_rawlen(L, -2)) == 0) goto done;
+  head = (size_t)lua_tointeger(L, -1);
+  if ((matches = calloc((size_t)n + 2, sizeof *matches)) == NULL) goto done;
+  for (i = 1; i <= n; i++) {
+    size_t len;
+    const char *key;
+    lua_rawgeti(L, -2, i);
+    key = lua_tolstring(L, -1, &len);
+    if ((matches[i] = malloc(head + len + 1)) == NULL) break;
+    memcpy(matches[i], text, head);
+    memcpy(matches[i] + head, key, len + 1);
+    lua_pop(L, 1);
+    if (i == 1) common = head + len;
+    while (common > 0 && strncmp(matches[1], matches[i], common) != 0) common--;
+  }
+  if (i <= n || (matches[0] = strndup(matches[1], common)) == NULL) {
+    for (i = 1; i <= n; i++) free(matches[i]);
+    free(matches);
+    matches = NULL;
+  }
+done:
+  lua_settop(L, top);
+  return matches;
+}
+
+/* ==================================================================== */
 /* === the REPL: evaluating                                         === */
 /* ==================================================================== */
 
@@ -772,7 +905,8 @@ static int cmd_repl(void) {
   open_history(&r);
   rl_readline_name = "weft";
   rl_catch_signals = 0;                       /* Ctrl-C is ours (on_sigint) */
-  rl_bind_key('\t', rl_insert);               /* no file-name completion */
+  rl_attempted_completion_function = complete;
+  rl_completer_word_break_characters = " \t\n\"\\'`@$><=;|&{(,[+-*/%^~#})]";
   printf("weft %s (%s): `weft` is loaded; Ctrl-C interrupts, Ctrl-D exits\n",
          WEFT_VERSION, LUA_RELEASE);
   enter_mode(MODE_PROMPT);
