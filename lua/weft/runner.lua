@@ -410,9 +410,11 @@ end
 
 -- === the REPL ============================================================
 
---- runner.repl(): log records as `weft run` prints them.
-function runner.repl()
+--- runner.repl(before_output): log records as `weft run` prints them;
+--- before_output() runs before each (the REPL clears its idle prompt).
+function runner.repl(before_output)
   core.set_log_sink(function(record)
+    before_output()
     stderr:write(log_line(record))
     stderr:flush()
   end)

@@ -81,6 +81,8 @@ static struct {
   volatile sig_atomic_t prompt_sigint;/* a Ctrl-C came at the idle prompt */
   char *line;                         /* the line readline handed over */
   int line_ready;                     /* ... and whether it did (line may be NULL: EOF) */
+  int idle_dispatch;                  /* the REPL dispatches at its idle prompt */
+  int prompt_hidden;                  /* ... and has cleared the prompt for output */
 } cli;
 
 /* ==================================================================== */
@@ -577,27 +579,56 @@ static int prompt_interrupted(repl *r) {
   return 0;
 }
 
-/* Runs the done-callbacks (and log records) that are ready, with the
- * prompt cleared while they may print, and interruptible. */
-static void dispatch_idle(repl *r) {
+/* Clears the prompt line for output printed by an idle dispatch; a no-op
+ * at any other time.  The REPL's log sink calls it too (l_hide_prompt). */
+static void hide_prompt(void) {
+  if (!cli.idle_dispatch || cli.prompt_hidden) return;
   rl_clear_visible_line();
   fflush(rl_outstream);
+  cli.prompt_hidden = 1;
+}
+
+static int l_hide_prompt(lua_State *L) {
+  (void)L;
+  hide_prompt();
+  return 0;
+}
+
+/* Runs the done-callbacks and log records that are ready, interruptible.
+ * The prompt is cleared before anything prints (before callbacks, which
+ * may print; by the sink before a log record) and redrawn after, so a
+ * dispatch that prints nothing leaves the screen alone.  Returns whether
+ * anything ran. */
+static int dispatch_idle(repl *r) {
+  int ran, hidden;
+  cli.idle_dispatch = 1;
+  if (weft_pending(r->L) > 0) hide_prompt();
   enter_mode(MODE_LINE);
   block_sigint(0);
-  weft_dispatch(r->L);
+  ran = weft_dispatch(r->L);
   block_sigint(1);
   enter_mode(MODE_PROMPT);
+  cli.idle_dispatch = 0;
   clear_interrupt(r->L);
-  fflush(stdout);
-  fflush(stderr);
-  rl_on_new_line();
-  rl_redisplay();
+  hidden = cli.prompt_hidden;
+  if (hidden) {
+    fflush(stdout);
+    fflush(stderr);
+    rl_on_new_line();
+    rl_redisplay();
+    cli.prompt_hidden = 0;
+  }
+  return ran > 0 || hidden;
 }
 
 /* Waits for a line, dispatching completions meanwhile.  Returns 1 with the
- * line in *line (NULL at EOF), 0 when a second Ctrl-C ends the REPL. */
+ * line in *line (NULL at EOF), 0 when a second Ctrl-C ends the REPL.
+ * A completion source found readable with nothing to run (a spurious
+ * wake-up) is left out of the next poll for 100 ms: never a busy loop. */
 static int repl_read(repl *r, char **line) {
+  static const struct timespec pause = { 0, 100 * 1000 * 1000 };
   sigset_t during;
+  int quiet = 0;
   sigprocmask(SIG_BLOCK, NULL, &during);
   sigdelset(&during, SIGINT);
   cli.line_ready = 0;
@@ -609,14 +640,15 @@ static int repl_read(repl *r, char **line) {
       cli.prompt_sigint = 0;
       if (prompt_interrupted(r)) return 0;
     }
-    n = ppoll(fds, r->cfd >= 0 ? 2 : 1, NULL, &during);
+    n = ppoll(fds, r->cfd >= 0 && !quiet ? 2 : 1, quiet ? &pause : NULL, &during);
+    quiet = 0;
     if (n < 0) {
       if (errno == EINTR) continue;
       say("poll: %s", strerror(errno));
       *line = NULL;
       return 1;
     }
-    if (fds[1].revents & POLLIN) dispatch_idle(r);
+    if (fds[1].revents & POLLIN) quiet = !dispatch_idle(r);
     if (fds[0].revents & (POLLIN | POLLHUP | POLLERR)) {
       rl_callback_read_char();
       if (cli.line_ready) {
@@ -899,7 +931,7 @@ static int cmd_repl(void) {
   lua_getglobal(r.L, "require");               /* log records print above the prompt */
   lua_pushliteral(r.L, "weft.runner");
   if (lua_pcall(r.L, 1, 1, 0) != LUA_OK || lua_getfield(r.L, -1, "repl") != LUA_TFUNCTION ||
-      lua_pcall(r.L, 0, 0, 0) != LUA_OK)
+      (lua_pushcfunction(r.L, l_hide_prompt), lua_pcall(r.L, 1, 0, 0)) != LUA_OK)
     say("%s", lua_tostring(r.L, -1));
   lua_settop(r.L, 0);
   open_history(&r);
