@@ -445,6 +445,20 @@ describe("weft run", function()
     end)
   end)
 
+  it("finishes before os.exit: the report says exited, with the script's status", function()
+    local report = util.tmpname()
+    local r = weft { "run", "--report", report, script [[
+      local weft = require "weft"
+      weft.flow({ function() return 1 end, name = "quick" }):run()
+      os.exit(3)
+    ]] }
+    assert.equal(3, r.status, r.stderr)
+    local doc = cjson.decode(slurp(report))
+    assert.equal("exited", doc.status)
+    assert.equal(3, doc.exit_code)
+    assert.equal("quick", doc.flows[1].name)
+  end)
+
   describe("Ctrl-C", function()
     after_each(function()
       for _, f in ipairs(keep) do f:close() end

@@ -162,7 +162,24 @@ function runner.start(opts)
     core.set_ticker(function() self:tick() end, TICK)
     self:wrap_print()
   end
+  self:wrap_exit()
   return self
+end
+
+-- os.exit ends the program without returning to it: finish first, so the
+-- live line is cleared and the report written.
+function Session:wrap_exit()
+  local exit = os.exit
+  os.exit = function(code, close)
+    local status = code
+    if code == nil or code == true then
+      status = 0
+    elseif code == false then
+      status = 1
+    end
+    self:finish("exited", nil, math.tointeger(status) or 1)
+    return exit(code, close)
+  end
 end
 
 -- Writes text on stderr, above the live line.
@@ -202,8 +219,9 @@ local function totals()
   return t
 end
 
--- One period of work is counted from zero: it starts when tasks are in
--- flight (or a flow starts) and ends when none are left outside a flow.
+-- One period of work is counted from zero: it starts when a flow run
+-- starts (or tasks are in flight outside one) and ends when none are left
+-- outside a flow.
 function Session:tick()
   local t, now = totals(), core.now()
   local inflight = t.running + t.queued
@@ -212,11 +230,7 @@ function Session:tick()
     self.shown, self.period = false, nil
     return
   end
-  local p = self.period
-  if not p then
-    p = { start = now, done = t.done, failed = t.failed }
-    self.period = p
-  end
+  local p = self.period or self:new_period(t)
   local done, elapsed = t.done - p.done, now - p.start
   self.line = format("%s%d/%d done | %d running | %d failed | %.1f/s | %s",
                      self.label and ("[" .. self.label .. "] ") or "",
@@ -225,6 +239,13 @@ function Session:tick()
   stderr:write(CLEAR, self.line)
   stderr:flush()
   self.shown = true
+end
+
+-- Starts counting from the totals t (from now).
+function Session:new_period(t)
+  t = t or totals()
+  self.period = { start = core.now(), done = t.done, failed = t.failed }
+  return self.period
 end
 
 function Session:clear_live()
@@ -283,7 +304,10 @@ end
 function Session:observe(event, run)
   if event == "start" then
     self.depth = self.depth + 1
-    if self.depth == 1 then self.label, self.period = run.name, nil end
+    if self.depth == 1 then
+      self.label = run.name
+      if self.live then self:new_period() end
+    end
     return
   end
   self.depth = self.depth - 1
@@ -388,16 +412,19 @@ function Session:write_report(outcome, message, status)
   return true
 end
 
---- session:finish(outcome, message) -> exit status.  outcome: "completed"
---- (the script returned), "error" (it raised: message is the error with its
---- traceback) or "interrupted".
-function Session:finish(outcome, message)
+--- session:finish(outcome, message [, status]) -> exit status.  outcome:
+--- "completed" (the script returned), "error" (it raised: message is the
+--- error with its traceback), "interrupted", or "exited" (os.exit(status)).
+function Session:finish(outcome, message, exit_status)
+  if self.finished then return self.finished end
   core.set_ticker(nil)
   self:clear_live()
   self.live = false
   self.unobserve()
   local status = 0
-  if outcome == "interrupted" then
+  if outcome == "exited" then
+    status = exit_status
+  elseif outcome == "interrupted" then
     status = 130
   elseif outcome == "error" or self.failed then
     status = 1
@@ -405,6 +432,7 @@ function Session:finish(outcome, message)
   if self.report and not self:write_report(outcome, message, status) and status == 0 then
     status = 1
   end
+  self.finished = status
   return status
 end
 
