@@ -210,7 +210,8 @@ end
 local function totals()
   local t = { done = 0, running = 0, queued = 0, failed = 0 }
   for _, ex in ipairs(core.executors()) do
-    local s = ex:stats()
+    local ok, s = pcall(ex.stats, ex)
+    if not ok then s = {} end
     t.done = t.done + (s.completed or 0) + (s.failed or 0) + (s.cancelled or 0)
     t.failed = t.failed + (s.failed or 0)
     t.running = t.running + (s.busy or 0)

@@ -347,52 +347,44 @@ static int take_option(run_options *o, int argc, char **argv, int *i) {
   return 0;
 }
 
-/* Parses `weft run`'s command line.  Options come before FILE (any word
- * there starting with '-' must be one) or after it (only weft's own are
- * taken; the rest goes to the script); "--" ends them.  0: ok, 1: help
- * printed, -1: usage error said. */
+/* Parses `weft run`'s command line.  Before FILE, every word starting
+ * with '-' must be an option; after it, weft takes only its own options
+ * and the rest goes to the script.  "--" ends the options, before FILE or
+ * after it.  0: ok, 1: help printed, -1: usage error said. */
 static int parse_run(int argc, char **argv, run_options *o) {
-  int i, rc, done = 0;
+  int i = 2, rc, verbatim = 0;
   memset(o, 0, sizeof *o);
   o->progress = 1;
-  o->args = malloc(sizeof(char *) * (size_t)argc);
-  if (o->args == NULL) {
+  if ((o->args = malloc(sizeof(char *) * (size_t)argc)) == NULL) {
     say("out of memory");
     return -1;
   }
-  for (i = 2; i < argc; i++) {
+  for (; i < argc && o->file == 0; i++) {      /* before FILE */
     const char *a = argv[i];
-    if (o->file == 0) {
-      if (strcmp(a, "--") == 0) {
-        if (i + 1 < argc) o->file = ++i;
-        break;
-      }
-      if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
-        usage_run(stdout);
-        return 1;
-      }
-      if (a[0] != '-' || a[1] == '\0') {         /* FILE, or "-": stdin */
-        o->file = i;
-        continue;
-      }
-      if ((rc = take_option(o, argc, argv, &i)) < 0) return -1;
-      if (rc == 0) {
-        say("unknown option '%s' (see 'weft run --help')", a);
-        return -1;
-      }
-    } else if (done || strcmp(a, "--") != 0) {
-      if (done || (rc = take_option(o, argc, argv, &i)) == 0)
-        o->args[o->nargs++] = argv[i];
-      else if (rc < 0)
-        return -1;
-    } else {
-      done = 1;
+    if (strcmp(a, "--") == 0) {
+      verbatim = 1;
+      if (i + 1 < argc) o->file = ++i;
+    } else if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+      usage_run(stdout);
+      return 1;
+    } else if (a[0] != '-' || a[1] == '\0') {   /* FILE, or "-": stdin */
+      o->file = i;
+    } else if ((rc = take_option(o, argc, argv, &i)) <= 0) {
+      if (rc == 0) say("unknown option '%s' (see 'weft run --help')", a);
+      return -1;
     }
   }
-  for (i++; o->file && i < argc; i++) o->args[o->nargs++] = argv[i];  /* after "-- FILE" */
   if (o->file == 0) {
     say("no script given: weft run [options] FILE [args...]");
     return -1;
+  }
+  for (; i < argc; i++) {                      /* after FILE */
+    if (!verbatim && strcmp(argv[i], "--") == 0)
+      verbatim = 1;
+    else if (verbatim || (rc = take_option(o, argc, argv, &i)) == 0)
+      o->args[o->nargs++] = argv[i];
+    else if (rc < 0)
+      return -1;
   }
   return 0;
 }
