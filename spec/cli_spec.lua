@@ -112,6 +112,13 @@ local function interrupt(pid)
   assert(os.execute("kill -INT " .. pid))
 end
 
+-- Waits until the main thread of pid sleeps: in a script whose only
+-- blocking call left is a wait on futures, it is in that wait.
+local function wait_sleeping(pid)
+  assert(os.execute(("timeout 120 sh -c 'until grep -q \"^[0-9]* ([^)]*) S\" /proc/%d/stat; "
+                     .. "do sleep 0.01; done'"):format(pid)))
+end
+
 -- === the specs ===========================================================
 
 describe("weft run", function()
@@ -491,6 +498,7 @@ describe("weft run", function()
       end
       table.sort(pids, function(a, b) return a.what < b.what end)   -- main first
       assert.equal("main", pids[1].what)
+      wait_sleeping(pids[1].pid)                  -- in flow:run's wait
       interrupt(pids[1].pid)
       assert.equal(130, run.status())
       assert.equal("", run.stdout())
@@ -518,8 +526,10 @@ describe("weft run", function()
           f:write(what, " ", io.open("/proc/self/stat"):read("n"), "\n")
           f:close()
         end
-        mark("main")
-        pcall(function() while true do end end)   -- the first Ctrl-C ends this loop
+        pcall(function()                           -- the first Ctrl-C ends this
+          mark("main")
+          while true do end
+        end)
         mark("caught")
         while true do end                          -- only a second one ends this
       ]], marks }

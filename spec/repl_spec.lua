@@ -62,6 +62,12 @@ local function release(path)
   return { shell = ("timeout 60 sh -c 'echo go > %s'"):format(path) }
 end
 
+-- Waits until the REPL's main thread sleeps.  After the echo of a line
+-- whose only blocking call is a wait on futures, that is the wait itself
+-- (Ctrl-C sooner would interrupt the line before it reaches the wait).
+local IN_WAIT = { shell = "timeout 60 sh -c 'until grep -q \"^[0-9]* ([^)]*) S\" "
+                          .. "/proc/$TERMINAL_PID/stat; do sleep 0.01; done'" }
+
 describe("the weft REPL", function()
   after_each(util.cleanup)
 
@@ -131,7 +137,7 @@ describe("the weft REPL", function()
       PROMPT,
       line "ex = weft.processes { workers = 1 }", PROMPT,
       line "f = ex:submit(function() while true do end end)", PROMPT,
-      line "print('wait' .. 'ing') f:result()", expect("waiting\r\n"),
+      line "f:result()", expect("f:result()\r\n"), IN_WAIT,
       send(CTRL_C), expect("interrupted"), PROMPT,
       line "f:state()", expect("cancelled\r\n"), PROMPT,
       line "ex:submit(function() return 'still' .. ' serving' end):result()",

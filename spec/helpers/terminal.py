@@ -13,7 +13,8 @@ fixed list of steps instead of a person.  STEPS.json is a list of objects:
                                    the output after the previous match
     {"expect": "...", "timeout": 30}   (seconds; default 60)
     {"shell": "echo go > fifo"}    run a shell command (an event the
-                                   program waits for), up to "timeout"
+                                   program waits for), up to "timeout";
+                                   $TERMINAL_PID is the program's pid
     {"exit": true}                 wait for the program to exit
 
 Matching is on the output with terminal escape sequences taken out.
@@ -141,7 +142,8 @@ def main():
             why = session.expect(step["expect"], timeout)
         elif "shell" in step:
             try:
-                done = subprocess.run(step["shell"], shell=True, timeout=timeout)
+                env = dict(os.environ, TERMINAL_PID=str(session.pid))
+                done = subprocess.run(step["shell"], shell=True, timeout=timeout, env=env)
                 if done.returncode != 0:
                     why = "%r exited with status %d" % (step["shell"], done.returncode)
             except subprocess.TimeoutExpired:
