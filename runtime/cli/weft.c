@@ -39,10 +39,11 @@
  * The REPL.  GNU readline's callback interface, so that the main loop can
  * poll() the terminal AND the state's completion source: done-callbacks
  * and log records of tasks run while the prompt is idle (the prompt is
- * cleared first and redrawn after).  Lines are read and evaluated as
- * lua5.4 does: "return <line>" first, then the line as a statement,
- * continuation lines while the chunk ends in <eof>, results printed with
- * print().
+ * cleared before they print and redrawn after).  Lines are read and
+ * evaluated as lua5.4 does: "return <line>" first, then the line as a
+ * statement, continuation lines while the chunk ends in <eof>, results
+ * printed with print().  Tab completes globals and fields.  `weft` with
+ * no arguments and stdin not a terminal runs stdin, as lua5.4 does.
  */
 #include <lauxlib.h>
 #include <lua.h>
