@@ -517,6 +517,29 @@ describe("weft run", function()
       assert.equal("cancelled", doc.flows[1].tasks[2].state)
     end)
 
+    it("is not swallowed by a done-callback that runs when it comes", function()
+      local run = spawn { "run", "--no-progress", script [[
+        local weft = require "weft"
+        local pid = io.open("/proc/self/stat"):read("n")
+        local ex = weft.threads { workers = 2 }
+        local quick = ex:submit(function() return 1 end)
+        local forever = ex:submit(function() while true do end end)
+        quick:add_done_callback(function()
+          io.popen("kill -INT " .. pid):close()   -- Ctrl-C while this callback runs
+          for _ = 1, 1e6 do end
+          io.stderr:write("callback finished\n")
+        end)
+        local ok, err = pcall(forever.result, forever)   -- runs the callback, then
+        print(weft.is(err, "cancelled"), forever:state())  -- raises the interrupt
+        error(err, 0)
+      ]] }
+      assert.equal(130, run.status())
+      assert.equal("true\tcancelled\n", run.stdout())
+      local err = run.stderr()
+      assert.truthy(err:find("callback finished", 1, true), err)
+      assert.falsy(err:find("ignored", 1, true), err)
+    end)
+
     it("a second Ctrl-C exits at once", function()
       local marks, report = fifo(), util.tmpname()
       local run = spawn { "run", "--report", report, script [[

@@ -233,6 +233,24 @@ describe("f:info()", function()
     first:result()
   end)
 
+  it("knows where and since when a process task runs, and keeps it when forced to stop", function()
+    local ex = util.track(weft.processes { workers = 1 })
+    local g = gate.new()
+    local f = ex:submit(weft.task { function(arrive) arrive() while true do end end,
+                                    name = "spin" }, g.arrive)
+    g:wait_started()
+    local deadline = core.now() + 60
+    while f:state() ~= "running" and core.now() < deadline do weft.wait({ f }, { timeout = 0.01 }) end
+    local info = f:info()
+    assert.equal("process " .. ex:stats().pids[1], info.worker)
+    assert.is_true(info.started >= info.submitted and info.started <= core.now())
+    assert.is_nil(info.finished)
+    assert.is_true(f:cancel { force = true })
+    info = f:info()
+    assert.equal("process", info.worker:match("^%a+"))
+    assert.is_true(info.started <= info.finished)
+  end)
+
   it("tells only the attempts of a plain function's future", function()
     local ex = util.threads { workers = 1 }
     local f = ex:submit(function() return 1 end)

@@ -72,9 +72,11 @@ typedef struct frame_shared {
   atomic_ulong started;                /* first attempts it started (all
                                           processes of this pool slot) */
   atomic_uint claim[FRAME_PIPE_MAX];   /* task id % FRAME_PIPE_MAX */
-  _Atomic double began[FRAME_PIPE_MAX];   /* when the worker claimed it
-                                             (weft_now: CLOCK_MONOTONIC is
-                                             the same for both processes) */
+  /* When the worker claimed each task, written before the claim (so
+   * whoever sees STARTED sees it): weft_now(), CLOCK_MONOTONIC, the same
+   * clock in both processes. */
+  _Atomic double began[FRAME_PIPE_MAX];
+  atomic_int pid;                      /* the slot's process (the pool's write) */
 } frame_shared;
 
 static inline void frame_put_u32(unsigned char *p, uint32_t v) {

@@ -564,7 +564,16 @@ int home_dispatch(lua_State *L) {
   pthread_mutex_unlock(&h->lock);
   if (drain) {
     uint64_t v;
-    while (read(h->efd, &v, sizeof v) < 0 && errno == EINTR) {}
+    ssize_t n;
+    while ((n = read(h->efd, &v, sizeof v)) < 0 && errno == EINTR) {}
+    if (n < 0) {
+      /* The post that set the flag has not written yet (home_post_unlock
+       * writes after unlocking): its write is still to come, and must be
+       * read by the next dispatch, or the descriptor stays readable. */
+      pthread_mutex_lock(&h->lock);
+      h->signaled = 1;
+      pthread_mutex_unlock(&h->lock);
+    }
   }
   if (logs || dropped) log_deliver(L, logs, dropped);
   if (h->tick_every > 0 && !h->dispatching && weft_now() >= h->tick_at) home_tick(L, h);
@@ -623,16 +632,20 @@ void home_watch_init(lua_State *L, home_watch *w) {
   w->mask = lua_gethookmask(L);
 }
 
+/* A Ctrl-C (weft_interrupt) to raise in the wait now: not while callbacks
+ * run (see stop_raise_interrupt). */
+static int interrupt_due(const home *h) { return stop_interrupt_pending() && !h->dispatching; }
+
 int home_sleep_watch(lua_State *L, home *h, double deadline, home_watch *w) {
   double until = weft_now() + WATCH_SLICE, now;
   int rc;
   if (deadline >= 0 && deadline < until) until = deadline;
   if (h->tick_every > 0 && h->tick_at < until) until = h->tick_at;
-  if (stop_pending() || stop_interrupt_pending()) return EINTR;
+  if (stop_pending() || interrupt_due(h)) return EINTR;
   stop_watch_home(h);          /* a stop wakes us at once */
   rc = home_sleep(h, until);
   stop_watch_home(NULL);
-  if (stop_pending() || stop_interrupt_pending()) return EINTR;
+  if (stop_pending() || interrupt_due(h)) return EINTR;
   if (rc != ETIMEDOUT) return 0;
   now = weft_now();
   if (deadline >= 0 && now >= deadline) return ETIMEDOUT;
@@ -700,7 +713,7 @@ int future_wait(lua_State *L, future *f, double deadline) {
     }
     if (rc == ETIMEDOUT) return 0;
     if (rc == EINTR) {
-      if (stop_interrupt_pending()) future_cancel_force(f);
+      if (interrupt_due(h)) future_cancel_force(f);
       home_deliver_interrupt(L, &watch);
     }
   }
@@ -838,7 +851,7 @@ static int l_wait(lua_State *L) {
     pthread_mutex_unlock(&h->lock);
     if (ready || rc == ETIMEDOUT) break;
     if (rc == EINTR) {
-      if (stop_interrupt_pending())
+      if (interrupt_due(h))
         for (i = 0; i < w.n; i++) future_cancel_force(w.fs[i]);
       /* nothing of ours may be left hanging on the futures if it raises */
       free(pos);
@@ -940,7 +953,7 @@ static int ac_next(lua_State *L) {
     pthread_mutex_unlock(&h->lock);
     timed_out = rc == ETIMEDOUT;
     if (rc == EINTR) {
-      if (stop_interrupt_pending()) {
+      if (interrupt_due(h)) {
         size_t i;
         for (i = 0; i < a->w.n; i++) future_cancel_force(a->w.fs[i]);
       }
@@ -1215,6 +1228,7 @@ static void set_time(lua_State *L, const char *k, double t) {
 static int f_info(lua_State *L) {
   future *f = check_future(L, 1);
   future_meta *m = f->meta;
+  if (f->pool && atomic_load(&f->state) == FS_PENDING) pool_refresh(f->pool, f);
   lua_createtable(L, 0, 7);
   lua_pushinteger(L, atomic_load_explicit(&f->attempts, memory_order_relaxed));
   lua_setfield(L, -2, "attempts");

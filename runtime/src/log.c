@@ -117,7 +117,7 @@ static void deliver(lua_State *L, const log_record *r) {
   const char *flow = r->f && r->f->meta ? r->f->meta->flow : NULL;
   const char *task = r->f ? future_name(r->f) : NULL;
   char who[64];
-  int top = lua_gettop(L);
+  int top = lua_gettop(L), status;
   if (r->level < atomic_load(&home_of(L)->log_level)) return;
   if (!r->f) flow = home_of(L)->flow;   /* made here: the flow running now */
   if (lua_rawgetp(L, LUA_REGISTRYINDEX, &SINK) != LUA_TFUNCTION) {
@@ -149,7 +149,10 @@ static void deliver(lua_State *L, const log_record *r) {
     lua_pushstring(L, who);
     lua_setfield(L, -2, "worker");
   }
-  if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
+  home_of(L)->dispatching++;   /* (an interrupt waits until it returns) */
+  status = lua_pcall(L, 1, 0, 0);
+  home_of(L)->dispatching--;
+  if (status != LUA_OK) {
     fprintf(stderr, "weft: error in the log sink (ignored): %s\n",
             lua_tostring(L, -1) ? lua_tostring(L, -1) : "(not a string)");
     write_line(r, flow, task);

@@ -1223,7 +1223,7 @@ static void inline_run(lua_State *L, pool *p, int fidx) {
     h->waiting_on = NULL;
     pthread_mutex_unlock(&h->lock);
     if (rc == EINTR) {
-      if (stop_interrupt_pending()) future_cancel_force(f);
+      if (stop_interrupt_pending() && !h->dispatching) future_cancel_force(f);
       home_deliver_interrupt(L, &watch);
     }
   }

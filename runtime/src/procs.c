@@ -31,6 +31,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -131,6 +132,15 @@ static int claim_state(proc *pr, size_t k) {
   return (v >> 2) == (id & FRAME_ID_MASK) ? (int)(v & 3) : 0;
 }
 
+/* Notes that f's task began in the worker whose page holds `claim` (seen
+ * STARTED): when the worker claimed it, and which process that is. */
+static void note_began(future *f, atomic_uint *claim, uint32_t id) {
+  uint32_t slot = id % FRAME_PIPE_MAX;
+  frame_shared *sh = (frame_shared *)(void *)((char *)(claim - slot) -
+                                              offsetof(frame_shared, claim));
+  future_mark_started(f, META_PROCESS, atomic_load(&sh->pid), atomic_load(&sh->began[slot]));
+}
+
 /* A task that goes back to the queue is no longer claimable in a worker. */
 static void unclaim(procs *ps, task *t) {
   pthread_mutex_lock(&ps->claim_lock);
@@ -183,6 +193,7 @@ static void proc_spawn(procs *ps, proc *pr, double now) {
   fcntl(pr->fd, F_SETFL, O_NONBLOCK);
   pr->pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
   atomic_store(&pr->pid, pid);
+  atomic_store(&pr->sh->pid, pid);
   pr->state = PROC_STARTING;
   pr->ready = pr->eof = pr->bad = pr->retiring = pr->exiting = pr->recalling = 0;
   pr->stop = 0;
@@ -340,9 +351,7 @@ static int proc_frame(procs *ps, proc *pr, int type, const unsigned char *body, 
       (type == FRAME_DONE && state != FS_FINISHED && state != FS_FAILED) ||
       (type == FRAME_STOPPED && fr.p != fr.end))
     goto bad;
-  future_mark_started(head_task(pr)->f, META_PROCESS, atomic_load(&pr->pid),
-                      atomic_load_explicit(&pr->sh->began[id % FRAME_PIPE_MAX],
-                                           memory_order_relaxed));
+  note_began(head_task(pr)->f, claim_of(pr, id), id);
   t = shift_task(pr);
   pr->answered++;
   took = now - pr->head_since;
@@ -629,6 +638,7 @@ static void take_kills(procs *ps, double now) {
       if (!t || claim_state(pr, 0) != CLAIM_STARTED || pr->stop == WK_CANCELLED ||
           pr->state == PROC_CLOSING)
         continue;
+      note_began(t->f, claim_of(pr, head_id(pr)), head_id(pr));
       if (future_settle(t->f, FS_CANCELLED, NULL, 0, NULL) == 0)
         atomic_fetch_add(&ps->p->stopped, 1);
       proc_stop(ps, pr, WK_CANCELLED, now);
@@ -647,8 +657,10 @@ static void take_kills(procs *ps, double now) {
       proc *pr = &ps->procs[i];
       task *t = head_task(pr);
       if (t && t->f == list[k] && pr->ready && pr->stop != WK_CANCELLED &&
-          pr->state != PROC_CLOSING && claim_state(pr, 0) == CLAIM_STARTED)
+          pr->state != PROC_CLOSING && claim_state(pr, 0) == CLAIM_STARTED) {
+        note_began(t->f, claim_of(pr, head_id(pr)), head_id(pr));
         proc_stop(ps, pr, WK_CANCELLED, now);
+      }
     }
     future_unref(list[k]);
   }
@@ -884,10 +896,12 @@ int procs_cancel_pending(pool *p, future *f) {
   claim = atomic_load(&f->claim);
   if (claim) {   /* in a worker's socket: it must not have started it */
     uint32_t queued = CLAIM(f->claim_id, CLAIM_QUEUED);
-    if (atomic_compare_exchange_strong(claim, &queued, CLAIM(f->claim_id, CLAIM_CANCELLED)))
+    if (atomic_compare_exchange_strong(claim, &queued, CLAIM(f->claim_id, CLAIM_CANCELLED))) {
       rc = future_settle(f, FS_CANCELLED, NULL, 0, NULL);
-    else
+    } else {
+      note_began(f, claim, f->claim_id);
       future_start(f);
+    }
   } else {       /* still queued here: the supervisor drops it */
     rc = future_settle(f, FS_CANCELLED, NULL, 0, NULL);
   }
@@ -897,7 +911,11 @@ int procs_cancel_pending(pool *p, future *f) {
 
 void procs_refresh(future *f) {
   atomic_uint *claim = atomic_load(&f->claim);
-  if (claim && atomic_load(claim) == CLAIM(f->claim_id, CLAIM_STARTED)) future_start(f);
+  uint32_t id = f->claim_id;
+  if (claim && atomic_load(claim) == CLAIM(id, CLAIM_STARTED)) {
+    note_began(f, claim, id);
+    future_start(f);
+  }
 }
 
 void procs_counts(pool *p, long *started, long *busy) {

@@ -289,9 +289,9 @@ static int run_task(lua_State *L, const queued *q, const run_outcome *broken, in
   size_t nlen, ndeps, i;
   int kind, rc, first = frame_u8(&fr), level = frame_u8(&fr);
   /* Ours unless its future was cancelled first (frame.h, "Claims"). */
+  atomic_store(&wk.sh->began[q->id % FRAME_PIPE_MAX], weft_now());
   if (!atomic_compare_exchange_strong(claim, &queued, CLAIM(q->id, CLAIM_STARTED)))
     return send_answer(FRAME_SKIPPED, q->id, 0, NULL, 0);
-  atomic_store_explicit(&wk.sh->began[q->id % FRAME_PIPE_MAX], weft_now(), memory_order_relaxed);
   atomic_store(&wk.sh->busy, 1);
   if (first) atomic_fetch_add(&wk.sh->started, 1);
   lt.level = level;   /* the submitting state's */

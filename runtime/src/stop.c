@@ -125,14 +125,20 @@ static void push_interrupt_error(lua_State *L) {
   weft_push_error(L, WK_CANCELLED, "interrupted");
 }
 
-/* One-shot, as lua.c's: the first instruction or call raises. */
+/* As lua.c's: the first instruction or call raises, and the hook goes.
+ * Not inside a done-callback, the ticker or a log sink, though: their
+ * pcall would swallow it.  Then it stays until the state is back in the
+ * code that was interrupted (or in the wait that ran them, which raises
+ * it). */
 static void interrupt_hook(lua_State *L, lua_Debug *ar) {
   (void)ar;
-  lua_sethook(L, NULL, 0, 0);
-  if (atomic_exchange(&undelivered, 0)) {
-    push_interrupt_error(L);
-    lua_error(L);
+  if (!atomic_load(&undelivered)) {
+    lua_sethook(L, NULL, 0, 0);
+    return;
   }
+  if (home_of(L)->dispatching) return;
+  lua_sethook(L, NULL, 0, 0);
+  stop_raise_interrupt(L);
 }
 
 void weft_interrupt(lua_State *L) {
@@ -151,7 +157,7 @@ void weft_clear_interrupt(void) {
 int stop_interrupt_pending(void) { return atomic_load(&undelivered); }
 
 void stop_raise_interrupt(lua_State *L) {
-  if (!atomic_exchange(&undelivered, 0)) return;
+  if (home_of(L)->dispatching || !atomic_exchange(&undelivered, 0)) return;
   push_interrupt_error(L);
   lua_error(L);
 }

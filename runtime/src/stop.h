@@ -106,7 +106,8 @@ void stop_open(lua_State *L);
 
 /* User interrupts (weft_interrupt in weft.h, from a SIGINT handler): 1
  * while one has not been raised yet; stop_raise_interrupt raises it in L
- * (kind cancelled, "interrupted") if so. */
+ * (kind cancelled, "interrupted") if so, unless L's home is running
+ * callbacks (their pcall would swallow it: it waits until they return). */
 int stop_interrupt_pending(void);
 void stop_raise_interrupt(lua_State *L);
 
