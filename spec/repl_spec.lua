@@ -29,14 +29,17 @@ end
 
 -- Plays the steps at a fresh `weft` on a terminal.  Returns the driver's
 -- result: ok, step, why, status, transcript.
-local function session(steps, env)
+local function session(steps, env, args)
   local stepfile, out = util.tmpname(), util.tmpname()
   local f = assert(io.open(stepfile, "w"))
   f:write(cjson.encode(steps))
   f:close()
   local prefix = "WEFT_HISTORY= TERM=xterm"
   for k, v in pairs(env or {}) do prefix = prefix .. " " .. k .. "=" .. sh_quote(v) end
-  assert(os.execute(("%s python3 %s %s -- %s > %s"):format(prefix, DRIVER, stepfile, WEFT, out)))
+  local words = {}
+  for i, a in ipairs(args or {}) do words[i] = sh_quote(a) end
+  assert(os.execute(("%s python3 %s %s -- %s %s > %s"):format(prefix, DRIVER, stepfile, WEFT,
+                                                              table.concat(words, " "), out)))
   return cjson.decode(slurp(out))
 end
 
@@ -206,5 +209,33 @@ describe("the weft REPL", function()
       send(CTRL_D), { exit = true },
     }, { WEFT_HISTORY = history }))
     assert.equal("a = 1\nfor i = 1, 2 do\nend\n", slurp(history))
+  end)
+end)
+
+describe("weft run on a terminal", function()
+  after_each(util.cleanup)
+
+  it("keeps one live progress line while tasks run, then prints the flow's summary", function()
+    local gates = { fifo(), fifo() }   -- one each: a FIFO read by two tasks could leave one blocked
+    local script = util.tmpname() .. ".lua"
+    local f = assert(io.open(script, "w"))
+    f:write(([[
+      local weft = require "weft"
+      local wait = weft.task { function(path)
+        local f = io.open(path) f:read("l") f:close()   -- blocks until the spec writes
+        return true
+      end, name = "wait" }
+      local flow = weft.flow { function() return wait:map { %q, %q } end, name = "gated" }
+      flow:run()
+    ]]):format(gates[1], gates[2]))
+    f:close()
+    local r = played(session({
+      expect("[gated] 0/2 done | 2 running | 0 failed"),
+      { shell = ("timeout 60 sh -c 'echo go > %s; echo go > %s'"):format(gates[1], gates[2]) },
+      expect("flow gated: completed"), expect("wait"),
+      { exit = true },
+    }, { WEFT_EXECUTOR = "threads:2" }, { "run", script }))
+    assert.equal(0, r.status)
+    os.remove(script)
   end)
 end)
