@@ -254,18 +254,24 @@ static void path_append(wire_enc *e, char *dst, size_t cap) {
  * "function upvalue 'h': userdata". */
 static int enc_fail(wire_enc *e, const char *fmt, ...) {
   char what[200], path[300] = "";
+  const char *sep;
   va_list ap;
+  int n;
   if (e->err[0]) return -1;   /* keep the innermost message */
   path_append(e, path, sizeof path);
   va_start(ap, fmt);
   vsnprintf(what, sizeof what, fmt, ap);
   va_end(ap);
+  sep = path[0] == '.' || path[0] == '[' ? " " : "";
   if (e->argno > 0)
-    snprintf(e->err, sizeof e->err, "%s %d%s%s: %s", e->what, e->argno,
-             path[0] == '.' || path[0] == '[' ? " " : "", path, what);
+    n = snprintf(e->err, sizeof e->err, "%s %d%s%s: %s", e->what, e->argno,
+                 sep, path, what);
   else
-    snprintf(e->err, sizeof e->err, "%s%s%s: %s", e->what,
-             path[0] == '.' || path[0] == '[' ? " " : "", path, what);
+    n = snprintf(e->err, sizeof e->err, "%s%s%s: %s", e->what, sep, path, what);
+  /* A long path and a long message can overflow err: end a cut message
+   * with "..." so it does not read as complete. */
+  if (n < 0 || (size_t)n >= sizeof e->err)
+    memcpy(e->err + sizeof e->err - 4, "...", 4);
   return -1;
 }
 
