@@ -393,6 +393,19 @@ describe("flows on each executor", function()
     local run = weft.flow(pipeline):run { executor = "inline" }
     check(run, "^inline$")
   end)
+
+  it("a task that calls another task calls it, on every executor", function()
+    local inner = weft.task { function(x) return x + 1 end, name = "inner" }
+    local outer = weft.task { function(x) return inner(x) * 2 end, name = "outer" }
+    local both = weft.flow { function() return outer(1) end, name = "both" }
+    for _, ex in ipairs { util.track(weft.inline()), util.threads { workers = 1 },
+                          util.track(weft.processes { workers = 1 }) } do
+      local run = both:run { executor = ex }
+      assert.equal("completed", run.state, tostring(run.error))
+      assert.equal(4, run.result)
+      assert.equal(1, #run.tasks)              -- inner ran inside outer's run
+    end
+  end)
 end)
 
 describe("nested flows", function()

@@ -269,10 +269,11 @@ function weft.task(spec)
 end
 
 --- task(...): inside a running flow, submits the call to the run's
---- executor and returns its future; outside, a plain call of its function.
+--- executor and returns its future; outside, and inside a task (an inline
+--- one runs in the flow's own state), a plain call of its function.
 function Task:__call(...)
   local run = flows.running()
-  if run then return run:submit(self, ...) end
+  if run and not core.in_task() then return run:submit(self, ...) end
   return self.fn(...)
 end
 

@@ -287,6 +287,14 @@ static int l_set_log_level(lua_State *L) {
   return 0;
 }
 
+/* core.in_task() -> true while the calling thread runs a task (an inline
+ * task included): a weft.task called there is a plain call, even inside a
+ * flow. */
+static int l_in_task(lua_State *L) {
+  lua_pushboolean(L, running != NULL);
+  return 1;
+}
+
 /* core.wallclock() -> seconds since the epoch (core.now() is monotonic) */
 static int l_wallclock(lua_State *L) {
   lua_pushnumber(L, epoch_now());
@@ -306,6 +314,7 @@ void log_open(lua_State *L) {
       {"set_log_level", l_set_log_level},
       {"log_level", l_log_level},
       {"wallclock", l_wallclock},
+      {"in_task", l_in_task},
       {NULL, NULL},
   };
   luaL_setfuncs(L, fns, 0);

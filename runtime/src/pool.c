@@ -1029,13 +1029,12 @@ typedef struct task_spec {
   char name[128];                    /* "" for none */
 } task_spec;
 
-static const char TASK_MT = 't';     /* registry: the weft.task metatable */
 
 /* core._task_metatable(mt): tells submit what a weft.task looks like. */
 static int l_task_metatable(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
   lua_settop(L, 1);
-  lua_rawsetp(L, LUA_REGISTRYINDEX, &TASK_MT);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &wire_task_mt);
   return 0;
 }
 
@@ -1055,7 +1054,7 @@ static void read_task(lua_State *L, pool *p, const char *what, task_spec *spec) 
   spec->name[0] = '\0';
   if (lua_type(L, 2) == LUA_TFUNCTION) return;
   if (lua_istable(L, 2) && lua_getmetatable(L, 2)) {
-    lua_rawgetp(L, LUA_REGISTRYINDEX, &TASK_MT);
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &wire_task_mt);
     is_task = lua_rawequal(L, -1, -2);
     lua_pop(L, 2);
   }

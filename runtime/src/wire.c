@@ -9,6 +9,8 @@
  *   FLOAT  8 bytes, the IEEE bits (NaN payloads, -0.0, inf survive)
  *   STR    size bytes
  *   TABLE  narray nhash:u32 value*narray (key value)*nhash
+ *   TASK   as TABLE, for a weft.task: it gets the receiving state's
+ *          weft.Task metatable (a task's function may call another task)
  *   FUNC   nupvalues proto upvalue*nupvalues
  *          proto := 0 blob-pointer (in-process only) | 1 size bytes
  *   REF    ordinal                 an object seen earlier in this message
@@ -21,7 +23,8 @@
  *
  * Sizes are LEB128.  Tables and functions get ordinals in order of first
  * appearance; the tag of one that is referenced again carries REFD, so the
- * decoder only keeps those.  Metatables are not copied.
+ * decoder only keeps those.  Metatables are not copied, except a
+ * weft.task's (TASK).
  */
 #include "wire.h"
 
@@ -35,8 +38,10 @@
 
 enum {
   W_NIL, W_FALSE, W_TRUE, W_INT, W_FLOAT, W_STR, W_TABLE, W_FUNC, W_REF,
-  W_UPREF, W_ENV, W_MODULE, W_CFUNC, W_DEP, W_NTAGS
+  W_UPREF, W_ENV, W_MODULE, W_CFUNC, W_DEP, W_TASK, W_NTAGS
 };
+
+const char wire_task_mt = 't';   /* registry key: the weft.Task metatable */
 #define W_REFD 0x80
 #define WF_HASREFS 0x01
 
@@ -323,9 +328,14 @@ static int put_table(wire_enc *e, int idx) {
   lua_Unsigned narr = lua_rawlen(L, idx), i;
   size_t count_at;
   uint32_t nhash = 0;
-  int r = put_seen(e, lua_topointer(L, idx));
+  int r = put_seen(e, lua_topointer(L, idx)), tag = W_TABLE;
   if (r) return r < 0 ? -1 : 0;
-  if (buf_putc(&e->out, W_TABLE) || buf_putvar(&e->out, narr) ||
+  if (lua_getmetatable(L, idx)) {
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &wire_task_mt);
+    if (lua_rawequal(L, -1, -2)) tag = W_TASK;
+    lua_pop(L, 2);
+  }
+  if (buf_putc(&e->out, (char)tag) || buf_putvar(&e->out, narr) ||
       buf_reserve(&e->out, 4))
     return enc_oom(e);
   count_at = e->out.len;
@@ -615,6 +625,20 @@ static int get_table(wire_dec *d, lua_State *L, int refd) {
   return 0;
 }
 
+/* The table at the top becomes a weft.task here too: weft's Lua layer,
+ * loaded on first need, registers the metatable.  Without it the table
+ * stays plain (calling it then fails with Lua's own message). */
+static void set_task_metatable(lua_State *L) {
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &wire_task_mt) != LUA_TTABLE) {
+    lua_pop(L, 1);
+    lua_getglobal(L, "require");
+    lua_pushliteral(L, "weft");
+    if (!lua_isfunction(L, -2) || lua_pcall(L, 1, 0, 0) != LUA_OK) lua_pop(L, 1);
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &wire_task_mt);
+  }
+  if (lua_istable(L, -1)) lua_setmetatable(L, -2); else lua_pop(L, 1);
+}
+
 static int get_function(wire_dec *d, lua_State *L, int refd) {
   size_t i, nup;
   int kind, f, nupb;
@@ -709,12 +733,14 @@ static int get_value(wire_dec *d, lua_State *L) {
       return 0;
     }
     case W_TABLE:
+    case W_TASK:
     case W_FUNC:
       if (d->depth >= WIRE_MAX_DEPTH) return dec_fail(d, "message nested too deeply");
       if (refd && d->refs == 0) return dec_fail(d, "bad reference flag in message");
       d->depth++;
-      r = tag == W_TABLE ? get_table(d, L, refd) : get_function(d, L, refd);
+      r = tag == W_FUNC ? get_function(d, L, refd) : get_table(d, L, refd);
       d->depth--;
+      if (r == 0 && tag == W_TASK) set_task_metatable(L);
       return r;
     case W_REF: {
       size_t ord;

@@ -120,4 +120,8 @@ char *wire_record(const char *kind, const char *message, const char *task,
 /* The serialization-error message of a failed encode, for raising. */
 const char *wire_error(const wire_enc *e);
 
+/* The registry key under which the Lua layer registers weft.Task's
+ * metatable (core._task_metatable): submit and the wire know tasks by it. */
+extern const char wire_task_mt;
+
 #endif
