@@ -312,6 +312,38 @@ describe("weft.threads", function()
     end)
   end)
 
+  describe("collected while its tasks run", function()
+    it("does not wait for them in __gc; they still finish", function()
+      local g = gate.new()
+      local f
+      do
+        local ex = weft.threads { workers = 1 }
+        f = ex:submit(function(hold) hold() return "done" end, g.hold)
+      end
+      g:wait_started()
+      collectgarbage()     -- a __gc that waited would hang here: the gate is shut
+      collectgarbage()
+      g:release()
+      assert.equal("done", f:result())
+    end)
+
+    it("is waited for when the state closes", function()
+      local marker = util.tmpname()
+      local out, ok = util.run_lua(([[
+        local weft = require "weft"
+        weft.threads { workers = 1 }:submit(function(path)
+          local t = os.clock() + 0.2
+          while os.clock() < t do end
+          io.open(path, "w"):close()
+        end, %q)
+        collectgarbage()
+        collectgarbage()
+      ]]):format(marker))
+      assert.is_true(ok, out)
+      assert.is_true(util.exists(marker))
+    end)
+  end)
+
   describe("stats", function()
     it("has every field, all zero on a new pool", function()
       local ex = util.threads { workers = 2 }

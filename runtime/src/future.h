@@ -149,6 +149,8 @@ struct home {
    * 0: none). */
   char *flow;
   double tick_every, tick_at;
+  /* Executors collected while their workers ran (pool.c, "orphans"). */
+  struct pool *orphans;
   /* Released futures kept for reuse (the home's thread only): creating
    * and collecting futures then costs no malloc and no fresh pages. */
   future *free_futures;
@@ -262,6 +264,8 @@ int pool_cancel_pending(struct pool *p, future *f);
  * running. */
 void pool_refresh(struct pool *p, future *f);
 int pool_force_cancel(struct pool *p, future *f);
+/* Waits for the orphaned executors of a closing home, and joins them. */
+void pool_close_orphans(home *h);
 void pool_unref(struct pool *p);
 
 #endif

@@ -863,6 +863,19 @@ static void pool_report_failures(lua_State *L, pool *p, int all) {
 
 /* Stops taking work; with `wait`, runs the queue dry and joins the workers
  * while still running this state's done-callbacks. */
+/* Joins p's threads once no worker is alive (so none is being replaced:
+ * the slots hold the threads to join; abandoned ones were detached). */
+static void pool_join(pool *p) {
+  int i;
+  if (p->kind == POOL_PROCESSES) {
+    procs_join(p);
+  } else {
+    for (i = 0; i < p->nworkers; i++)
+      if (p->slots[i]->running) pthread_join(p->slots[i]->thread, NULL);
+  }
+  p->joined = 1;
+}
+
 static void pool_shutdown(lua_State *L, pool *p, int wait, int cancel) {
   task *queued = NULL, *t;
   future **tocancel = NULL;
@@ -915,15 +928,7 @@ static void pool_shutdown(lua_State *L, pool *p, int wait, int cancel) {
       if (atomic_load(&p->nalive) > 0 && !home_has_work(h)) home_sleep(h, -1);
       pthread_mutex_unlock(&h->lock);
     }
-    /* No worker is alive, so none is being replaced: the slots hold the
-     * threads to join (abandoned ones were detached). */
-    if (p->kind == POOL_PROCESSES) {
-      procs_join(p);
-    } else {
-      for (i = 0; i < (size_t)p->nworkers; i++)
-        if (p->slots[i]->running) pthread_join(p->slots[i]->thread, NULL);
-    }
-    p->joined = 1;
+    pool_join(p);
   }
   home_dispatch(L);
   if (wait || p->kind == POOL_INLINE) pool_report_failures(L, p, 1);
@@ -943,13 +948,52 @@ static int ex_shutdown(lua_State *L) {
   return 0;
 }
 
+/* === orphans ============================================================= */
+
+/* An executor collected while its workers still run is shut down without
+ * waiting and becomes an orphan of its home: its tasks go on, and the
+ * state joins it once its workers are gone, or waits for it when it closes
+ * (Python's executors behave alike).  Waiting in __gc would hang whatever
+ * code happened to allocate, forever if a task never ends.  The home's
+ * thread only. */
+
+/* Joins and drops the orphans whose workers are all gone (wait: all of
+ * them, waiting; a closing state's home, so no callback runs). */
+static void orphans_reap(home *h, int wait) {
+  pool **pp = &h->orphans;
+  while (*pp) {
+    pool *p = *pp;
+    if (wait) {
+      pthread_mutex_lock(&h->lock);
+      while (atomic_load(&p->nalive) > 0) home_sleep(h, -1);
+      pthread_mutex_unlock(&h->lock);
+    } else if (atomic_load(&p->nalive) > 0) {
+      pp = &p->next_orphan;
+      continue;
+    }
+    *pp = p->next_orphan;
+    pool_join(p);
+    pool_unref(p);
+  }
+}
+
+void pool_close_orphans(home *h) { orphans_reap(h, 1); }
+
 static int ex_gc(lua_State *L) {
   pool **pp = luaL_checkudata(L, 1, EXECUTOR_MT);
-  if (*pp) {
-    pool_shutdown(L, *pp, 1, 0);
-    pool_unref(*pp);
-    *pp = NULL;
+  pool *p = *pp;
+  if (p == NULL) return 0;
+  *pp = NULL;
+  orphans_reap(p->home, 0);
+  if (p->kind != POOL_INLINE && !p->joined && atomic_load(&p->nalive) > 0 &&
+      !p->home->closed) {       /* (closed: lua_close, where waiting is the point) */
+    pool_shutdown(L, p, 0, 0);
+    p->next_orphan = p->home->orphans;   /* (it keeps our reference) */
+    p->home->orphans = p;
+    return 0;
   }
+  pool_shutdown(L, p, 1, 0);
+  pool_unref(p);
   return 0;
 }
 
@@ -1370,6 +1414,12 @@ void pool_abort_all(lua_State *L) {
     }
   }
   lua_pop(L, 1);
+  {
+    home *h = home_of(L);
+    pool *p;
+    for (p = h->orphans; p; p = p->next_orphan) pool_abort(L, p);
+    orphans_reap(h, 0);
+  }
   if (gc_was_on) lua_gc(L, LUA_GCRESTART);
 }
 

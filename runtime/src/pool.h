@@ -162,6 +162,7 @@ typedef struct pool {
   _Alignas(CACHE_LINE) atomic_long dep_failed;   /* failed by a dependency */
   atomic_long timed_out;         /* failed by their deadline */
   atomic_int nalive;             /* worker threads still running */
+  struct pool *next_orphan;      /* home->orphans (the home's thread) */
 } pool;
 
 void pool_ref(pool *p);
