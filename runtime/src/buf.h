@@ -43,6 +43,7 @@ static inline int buf_reserve(buf *b, size_t need) {
 }
 
 static inline int buf_put(buf *b, const void *p, size_t n) {
+  if (n == 0) return 0;   /* p and b->data may be NULL: memcpy may not take it */
   if (buf_reserve(b, n)) return -1;
   memcpy(b->data + b->len, p, n);
   b->len += n;
