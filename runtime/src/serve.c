@@ -100,7 +100,10 @@ static int next_frame(reader *r, int *type, const unsigned char **body, size_t *
   for (;;) {
     size_t have = r->in.len - r->off, size;
     ssize_t n;
-    int got = frame_parse((unsigned char *)r->in.data + r->off, have, type, body, len, &size);
+    /* (nothing read yet: in.data is NULL, and NULL + 0 is undefined) */
+    int got = have ? frame_parse((unsigned char *)r->in.data + r->off, have, type, body, len,
+                                 &size)
+                   : 0;
     if (got < 0) return -1;
     if (got > 0) {
       r->off += size;
