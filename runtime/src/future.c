@@ -691,7 +691,9 @@ static void future_flush_callbacks(lua_State *L, future *f) {
 int future_wait(lua_State *L, future *f, double deadline) {
   home *h = f->home;
   if (FS_IS_FINAL(future_state(f))) {
-    if (f->has_callbacks) future_flush_callbacks(L, f);
+    /* Even with no callbacks: the task's log records were queued before it
+     * completed, and are delivered before its result is returned. */
+    future_flush_callbacks(L, f);
     return 1;
   }
   /* A future is only reachable from the state that made it (futures are
