@@ -102,6 +102,7 @@ static int wait_fd(int fd, short events, double deadline) {
   double left = deadline - weft_now();
   int r;
   if (left <= 0) return 0;
+  if (left > 1e9) left = 1e9;   /* a huge timeout: (time_t) would overflow */
   ts.tv_sec = (time_t)left;
   ts.tv_nsec = (long)((left - (double)ts.tv_sec) * 1e9);
   r = ppoll(&p, 1, &ts, NULL);

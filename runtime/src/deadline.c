@@ -40,8 +40,16 @@ double dl_after(double seconds) {
   return weft_now() + seconds;
 }
 
+/* A deadline far past any time_t (a timeout of 1e300 s) is clamped to one
+ * some thirty million years away: converting it as it is would overflow
+ * time_t (undefined; on x86 a time in the past, so a wait returned at once
+ * and the deadline service spun). */
+#define DL_FAR 1e15
+
 void dl_timespec(double deadline, struct timespec *ts) {
-  double s = floor(deadline);
+  double s;
+  if (!(deadline < DL_FAR)) deadline = DL_FAR;
+  s = floor(deadline);
   ts->tv_sec = (time_t)s;
   ts->tv_nsec = (long)((deadline - s) * 1e9);
   if (ts->tv_nsec >= 1000000000L) { ts->tv_sec++; ts->tv_nsec -= 1000000000L; }

@@ -766,7 +766,8 @@ static void *supervise(void *arg) {
       if (room || ps->broken[0] || atomic_load(&ps->nkills_hint) > 0) wait = 0;
     }
     if (wait < 0) wait = 0;
-    if (wait < 1e9) {
+    if (wait > 1e9 && !isinf(wait)) wait = 1e9;   /* a huge deadline: ts is set all the same */
+    if (!isinf(wait)) {
       ts.tv_sec = (time_t)wait;
       ts.tv_nsec = (long)((wait - (double)ts.tv_sec) * 1e9);
     }
