@@ -554,14 +554,18 @@ static void home_tick(lua_State *L, home *h) {
 int home_dispatch(lua_State *L) {
   home *h = home_of(L);
   int ran = 0, drain;
-  log_record *logs;
-  long dropped;
+  log_record *logs = NULL;
+  long dropped = 0;
   /* Quiet the completion source first: a future queued after this point
-   * makes it readable again. */
+   * makes it readable again.  Records are delivered in the order they were
+   * made: a dispatch nested in a delivery (an executor's __gc while the
+   * sink allocates, a sink that waits) leaves the newer ones to the outer
+   * delivery, which takes them once its batch is done. */
   pthread_mutex_lock(&h->lock);
   drain = h->signaled;
   h->signaled = 0;
-  logs = log_take_locked(h, &dropped);
+  if (h->delivering_logs) h->logs_deferred = 1;
+  else logs = log_take_locked(h, &dropped);
   pthread_mutex_unlock(&h->lock);
   if (drain) {
     uint64_t v;
@@ -576,7 +580,19 @@ int home_dispatch(lua_State *L) {
       pthread_mutex_unlock(&h->lock);
     }
   }
-  if (logs || dropped) log_deliver(L, logs, dropped);
+  while (logs || dropped) {
+    h->delivering_logs = 1;
+    h->logs_deferred = 0;
+    log_deliver(L, logs, dropped);
+    h->delivering_logs = 0;
+    logs = NULL;
+    dropped = 0;
+    if (h->logs_deferred) {
+      pthread_mutex_lock(&h->lock);
+      logs = log_take_locked(h, &dropped);
+      pthread_mutex_unlock(&h->lock);
+    }
+  }
   if (h->tick_every > 0 && !h->dispatching && weft_now() >= h->tick_at) home_tick(L, h);
   for (;;) {
     future *f;

@@ -143,6 +143,9 @@ struct home {
    * wait.  Past LOG_QUEUE_MAX records, more are counted and dropped. */
   struct log_record *log_head, *log_tail;
   long nlogs, dropped_logs;
+  /* The home's thread only: records are being delivered (home_dispatch),
+   * and a dispatch nested in that delivery left the newer ones queued. */
+  int delivering_logs, logs_deferred;
   atomic_int log_level;        /* records below it are not made (log.h) */
   /* The home's thread only: the flow label that tasks submitted now carry
    * (core.set_flow), and the ticker's period and next run (core.set_ticker;
