@@ -33,7 +33,7 @@ HDRS    = $(wildcard runtime/src/*.h) runtime/include/weft.h
 LUA_ENV = LUA_PATH="$(CURDIR)/lua/?.lua;$(CURDIR)/lua/?/init.lua;;" \
           LUA_CPATH="$(CURDIR)/$(BUILD)/?.so;;"
 
-.PHONY: all test demo bench install clean bootstrap
+.PHONY: all test demo bench install clean bootstrap check-tsan
 
 all: $(BUILD)/weft/core.so $(BUILD)/weft/weft $(BUILD)/weft/weft-worker \
      $(BUILD)/libweft.so $(BUILD)/weft.pc $(BUILD)/examples/host
@@ -80,6 +80,10 @@ test: bootstrap all
 
 demo: bootstrap all
 	$(BUILD)/weft/weft run scripts/examples/etl.lua
+
+# The thread specs under ThreadSanitizer (builds its own tree, build/tsan).
+check-tsan: bootstrap
+	@scripts/check/tsan
 
 bench: all
 	lua5.4 scripts/bench/run
