@@ -268,7 +268,7 @@ static void rd_string(reader *r) {
 /* Walks one prototype; stores where its upvalue descriptors start. */
 static void rd_proto(reader *r, const unsigned char **upvals, size_t *nupvals,
                      int depth) {
-  size_t i, n;
+  size_t i, n, nup;
   if (depth > 200) { r->bad = 1; return; }
   rd_string(r);                   /* source */
   rd_size(r);                     /* linedefined */
@@ -285,9 +285,9 @@ static void rd_proto(reader *r, const unsigned char **upvals, size_t *nupvals,
       default: r->bad = 1;
     }
   }
-  n = rd_size(r);                 /* upvalues: instack, idx, kind */
-  if (upvals) { *upvals = r->p; *nupvals = n; }
-  rd_skip(r, n, 3);
+  nup = rd_size(r);               /* upvalues: instack, idx, kind */
+  if (upvals) { *upvals = r->p; *nupvals = nup; }
+  rd_skip(r, nup, 3);
   n = rd_size(r);                 /* nested prototypes */
   for (i = 0; i < n && !r->bad; i++) rd_proto(r, NULL, NULL, depth + 1);
   rd_skip(r, rd_size(r), 1);      /* lineinfo */
@@ -295,7 +295,12 @@ static void rd_proto(reader *r, const unsigned char **upvals, size_t *nupvals,
   for (i = 0; i < n && !r->bad; i++) { rd_size(r); rd_size(r); }
   n = rd_size(r);                 /* locvars: name, startpc, endpc */
   for (i = 0; i < n && !r->bad; i++) { rd_string(r); rd_size(r); rd_size(r); }
-  n = rd_size(r);                 /* upvalue names */
+  /* Upvalue names: none (stripped) or one per upvalue, as lua_dump writes
+   * them.  Lua 5.4.4's loader stores as many names as the dump says into
+   * the upvalue array without checking its size: more would be written
+   * past its end. */
+  n = rd_size(r);
+  if (n != 0 && n != nup) r->bad = 1;
   for (i = 0; i < n && !r->bad; i++) rd_string(r);
 }
 
