@@ -182,7 +182,7 @@ static int l_make_error(lua_State *L) {
 static int home_gc(lua_State *L) {
   home **hp = luaL_checkudata(L, 1, HOME_MT);
   if (*hp) {
-    pool_close_orphans(*hp);  /* their tasks end before the state does */
+    pool_close_orphans(L, *hp);  /* their tasks end before the state does */
     pthread_mutex_lock(&(*hp)->lock);
     (*hp)->closed = 1;
     pthread_mutex_unlock(&(*hp)->lock);

@@ -268,7 +268,7 @@ int pool_cancel_pending(struct pool *p, future *f);
 void pool_refresh(struct pool *p, future *f);
 int pool_force_cancel(struct pool *p, future *f);
 /* Waits for the orphaned executors of a closing home, and joins them. */
-void pool_close_orphans(home *h);
+void pool_close_orphans(lua_State *L, home *h);
 void pool_unref(struct pool *p);
 
 #endif

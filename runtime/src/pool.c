@@ -958,8 +958,11 @@ static int ex_shutdown(lua_State *L) {
  * thread only. */
 
 /* Joins and drops the orphans whose workers are all gone (wait: all of
- * them, waiting; a closing state's home, so no callback runs). */
-static void orphans_reap(home *h, int wait) {
+ * them, waiting; a closing state's home, so no callback runs).  Their
+ * failures nobody looked at are reported, as a waiting shutdown does: the
+ * list holds references to futures that hold the pool, so it must be
+ * emptied before the last pool_unref or the pool is never freed. */
+static void orphans_reap(lua_State *L, home *h, int wait) {
   pool **pp = &h->orphans;
   while (*pp) {
     pool *p = *pp;
@@ -973,18 +976,19 @@ static void orphans_reap(home *h, int wait) {
     }
     *pp = p->next_orphan;
     pool_join(p);
+    pool_report_failures(L, p, 1);
     pool_unref(p);
   }
 }
 
-void pool_close_orphans(home *h) { orphans_reap(h, 1); }
+void pool_close_orphans(lua_State *L, home *h) { orphans_reap(L, h, 1); }
 
 static int ex_gc(lua_State *L) {
   pool **pp = luaL_checkudata(L, 1, EXECUTOR_MT);
   pool *p = *pp;
   if (p == NULL) return 0;
   *pp = NULL;
-  orphans_reap(p->home, 0);
+  orphans_reap(L, p->home, 0);
   if (p->kind != POOL_INLINE && !p->joined && atomic_load(&p->nalive) > 0 &&
       !p->home->closed) {       /* (closed: lua_close, where waiting is the point) */
     pool_shutdown(L, p, 0, 0);
@@ -1418,7 +1422,7 @@ void pool_abort_all(lua_State *L) {
     home *h = home_of(L);
     pool *p;
     for (p = h->orphans; p; p = p->next_orphan) pool_abort(L, p);
-    orphans_reap(h, 0);
+    orphans_reap(L, h, 0);
   }
   if (gc_was_on) lua_gc(L, LUA_GCRESTART);
 }
