@@ -282,6 +282,15 @@ static task *pool_take(pool *p, task *done) {
     atomic_fetch_sub(&p->nidle, 1);
     if (p->nwaking > 0) p->nwaking--;
   }
+  /* Submitters wake nobody while a worker polls, counting on it: when it
+   * (or a woken worker) takes one task and more are queued, it passes the
+   * wake-up on, or they would wait for a busy worker while another
+   * sleeps. */
+  if (t != NULL && (p->head != NULL || ring_nonempty(p)) && !atomic_load(&p->spinning) &&
+      atomic_load(&p->nidle) > p->nwaking) {
+    p->nwaking++;
+    pthread_cond_signal(&p->work);
+  }
   pthread_mutex_unlock(&p->lock);
   free(done);
   return t;
