@@ -92,6 +92,17 @@ int weft_error(lua_State *L, weft_kind kind, const char *fmt, ...) {
   return lua_error(L);
 }
 
+int weft_bad_self(lua_State *L, int idx, const char *what, const char *var) {
+  lua_Debug ar;
+  const char *name = NULL;
+  if (lua_getstack(L, 0, &ar) && lua_getinfo(L, "n", &ar)) name = ar.name;
+  if (name == NULL)
+    return weft_error(L, WK_CONFIG, "a method expected %s as self, got %s (call it as %s:method(...))",
+                      what, luaL_typename(L, idx), var);
+  return weft_error(L, WK_CONFIG, "%s: expected %s as self, got %s (call it as %s:%s(...))",
+                    name, what, luaL_typename(L, idx), var, name);
+}
+
 /* Gives the error-record table at the top (and its cause chain) the
  * weft.Error metatable. */
 void weft_bless_error(lua_State *L) {
@@ -827,10 +838,9 @@ static void waiter_install(home *h, waiter *w, int mode) {
   pthread_mutex_unlock(&h->lock);
 }
 
-static void bad_future_arg(lua_State *L, int arg, int code) {
+static void bad_future_arg(lua_State *L, const char *what, int code) {
   if (code == -1) luaL_error(L, "weft: out of memory");
-  lua_pushfstring(L, "element %d is not a future", -code - 1);
-  luaL_argerror(L, arg, lua_tostring(L, -1));
+  weft_error(L, WK_CONFIG, "%s: element %d of the list is not a future", what, -code - 1);
 }
 
 /* Checks that the argument is a list (table) of futures. */
@@ -850,12 +860,18 @@ static int l_wait(lua_State *L) {
   int mode, rc;
   check_future_list(L, 1);
   timeout = weft_opt_timeout(L, 2, "wait timeout");
-  mode = (int)luaL_optinteger(L, 3, WAIT_ALL);
-  if (mode < WAIT_ALL || mode > WAIT_FIRST_EXCEPTION)
+  if (lua_isnoneornil(L, 3)) {
+    mode = WAIT_ALL;
+  } else if (!lua_isinteger(L, 3) || lua_tointeger(L, 3) < WAIT_ALL ||
+             lua_tointeger(L, 3) > WAIT_FIRST_EXCEPTION) {
     return weft_error(L, WK_CONFIG, "return_when must be weft.ALL_COMPLETED, "
-                      "weft.FIRST_COMPLETED or weft.FIRST_EXCEPTION");
+                      "weft.FIRST_COMPLETED or weft.FIRST_EXCEPTION, got %s",
+                      luaL_tolstring(L, 3, NULL));
+  } else {
+    mode = (int)lua_tointeger(L, 3);
+  }
   deadline = dl_after(timeout);
-  if ((rc = waiter_init(L, &w, 1, &pos)) != 0) bad_future_arg(L, 1, rc);
+  if ((rc = waiter_init(L, &w, 1, &pos)) != 0) bad_future_arg(L, "weft.wait", rc);
   waiter_install(h, &w, mode);
   for (;;) {
     int ready;
@@ -1002,7 +1018,7 @@ static int l_as_completed(lua_State *L) {
   luaL_setmetatable(L, ASCOMPLETED_MT);
   a->timeout = timeout;
   a->deadline = dl_after(timeout);
-  if ((rc = waiter_init(L, &a->w, 1, NULL)) != 0) bad_future_arg(L, 1, rc);
+  if ((rc = waiter_init(L, &a->w, 1, NULL)) != 0) bad_future_arg(L, "weft.as_completed", rc);
   a->first = calloc(a->w.n ? a->w.n : 1, 1);
   a->given = calloc(a->w.n ? a->w.n : 1, 1);
   if (a->first == NULL || a->given == NULL) {
@@ -1047,7 +1063,8 @@ future *future_check(lua_State *L, int idx) {
 }
 
 static future *check_future(lua_State *L, int idx) {
-  future **fp = luaL_checkudata(L, idx, FUTURE_MT);
+  future **fp = luaL_testudata(L, idx, FUTURE_MT);
+  if (fp == NULL) weft_bad_self(L, idx, "a future", "f");
   return *fp;
 }
 
@@ -1315,7 +1332,9 @@ static int f_add_done_callback(lua_State *L) {
   future *f = check_future(L, 1);
   home *h = f->home;
   int later, gc_was_on;
-  luaL_checktype(L, 2, LUA_TFUNCTION);
+  if (lua_type(L, 2) != LUA_TFUNCTION)
+    return weft_error(L, WK_CONFIG, "add_done_callback: the callback must be a function, got %s",
+                      luaL_typename(L, 2));
   lua_settop(L, 2);
   f->observed = 1;
   /* Run it now unless a notify has queued, or is bound to queue, this

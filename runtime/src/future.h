@@ -216,6 +216,10 @@ void weft_push_error(lua_State *L, weft_kind kind, const char *fmt, ...);
 void weft_bless_error(lua_State *L);
 /* Raises a weft.Error of `kind`. */
 int weft_error(lua_State *L, weft_kind kind, const char *fmt, ...);
+/* Raises kind config for a method called on something that is not its
+ * object `what` ("a future"), as obj.method() for obj:method() does;
+ * `var` ("f") spells the call in the message. */
+int weft_bad_self(lua_State *L, int idx, const char *what, const char *var);
 
 /* Registers futures' methods, module functions and metatables into the
  * table at the top of the stack (the weft.core module). */
