@@ -25,7 +25,12 @@ local function emit(level, first, ...)
   if first == log then return emit(level, ...) end   -- called as log:info(msg)
   local msg
   if select("#", ...) > 0 then
-    msg = format(tostring(first), ...)
+    local ok, text = pcall(format, tostring(first), ...)
+    if not ok then
+      error(core.error("config", ("weft.log.%s: the format %q does not fit its arguments: %s")
+                       :format(level, tostring(first), tostring(text))), 0)
+    end
+    msg = text
   else
     msg = tostring(first)
   end

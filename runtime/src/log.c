@@ -271,7 +271,9 @@ static int l_log_emit(lua_State *L) {
 
 /* core.set_log_sink(fn | nil) */
 static int l_set_log_sink(lua_State *L) {
-  if (!lua_isnil(L, 1)) luaL_checktype(L, 1, LUA_TFUNCTION);
+  if (!lua_isnoneornil(L, 1) && lua_type(L, 1) != LUA_TFUNCTION)
+    return weft_error(L, WK_CONFIG, "weft.log.set_sink: the sink must be a function or nil, got %s",
+                      luaL_typename(L, 1));
   lua_settop(L, 1);
   lua_rawsetp(L, LUA_REGISTRYINDEX, &SINK);
   return 0;
@@ -279,7 +281,11 @@ static int l_set_log_sink(lua_State *L) {
 
 /* core.set_log_level(name) */
 static int l_set_log_level(lua_State *L) {
-  int level = level_of(luaL_checkstring(L, 1));
+  int level;
+  if (lua_type(L, 1) != LUA_TSTRING)
+    return weft_error(L, WK_CONFIG, "weft.log.set_level: the level must be a string "
+                      "(debug, info, warn or error), got %s", luaL_typename(L, 1));
+  level = level_of(lua_tostring(L, 1));
   if (level == 0)
     return weft_error(L, WK_CONFIG, "weft.log.set_level: unknown level %s "
                       "(debug, info, warn or error)", lua_tostring(L, 1));
