@@ -64,13 +64,17 @@ local function check_workers(what, n)
   if n == nil then return core.default_workers() end
   if math_type(n) ~= "integer" then
     if type(n) == "number" and n == math.floor(n) and n > 0 and n < 2^31 then
-      return math.tointeger(n)
+      n = math.tointeger(n)
+    else
+      raise("config", "%s: workers must be a positive integer, got %s", what,
+            type(n) == "number" and tostring(n) or type(n))
     end
-    raise("config", "%s: workers must be a positive integer, got %s", what,
-          type(n) == "number" and tostring(n) or type(n))
   end
   if n <= 0 then
     raise("config", "%s: workers must be a positive integer, got %d", what, n)
+  end
+  if n > core.max_workers then   -- (checked here too: a spec is checked before it is built)
+    raise("config", "%s: workers must be at most %d, got %d", what, core.max_workers, n)
   end
   return n
 end
@@ -89,6 +93,9 @@ end
 --- weft.inline{name=, timeout=}: runs each task in the caller, at submit time.
 function weft.inline(opts)
   opts = check_opts("weft.inline", opts, { name = true, timeout = true })
+  if opts.name ~= nil and type(opts.name) ~= "string" then
+    raise("config", "weft.inline: name must be a string, got %s", type(opts.name))
+  end
   local timeout = check_timeout("weft.inline", opts.timeout)
   return core.pool("inline", 1, opts.name, nil, nil, timeout)
 end
@@ -371,6 +378,9 @@ end
 
 --- ex:map(fn, items [, opts]) -> iterator of (index, first result)
 function Executor:map(fn, items, opts)
+  if not core.is_executor(self) then
+    raise("config", "map: expected an executor as self, got %s (call it as ex:map(...))", type(self))
+  end
   self:_check_open("map")
   opts = check_opts("map", opts, map_opts)
   local workers = self:stats().workers

@@ -56,6 +56,8 @@
 #include "wire.h"
 
 #define EXECUTOR_MT "weft.Executor"
+/* The most workers one pool may have (core.max_workers). */
+#define POOL_MAX_WORKERS 4096
 /* How long an idle worker polls the queue before it sleeps: a submitter
  * faster than this never pays for a wake-up system call. */
 #define SPIN_SECONDS 50e-6
@@ -835,8 +837,9 @@ static void inline_drain(lua_State *L, pool *p) {
 /* === the executor userdata =============================================== */
 
 static pool *check_pool(lua_State *L, int idx) {
-  pool **pp = luaL_checkudata(L, idx, EXECUTOR_MT);
-  if (*pp == NULL) luaL_argerror(L, idx, "executor already collected");
+  pool **pp = luaL_testudata(L, idx, EXECUTOR_MT);
+  if (pp == NULL) weft_bad_self(L, idx, "an executor", "ex");
+  if (*pp == NULL) weft_error(L, WK_CONFIG, "the executor was already collected");
   return *pp;
 }
 
@@ -1478,8 +1481,9 @@ static int l_pool(lua_State *L) {
                 : strcmp(kind, "processes") == 0 ? POOL_PROCESSES
                                                  : POOL_THREADS;
   lua_settop(L, 7);
-  if (n <= 0 || n > 4096)
-    return weft_error(L, WK_CONFIG, "workers must be between 1 and 4096, got %d", (int)n);
+  if (n <= 0 || n > POOL_MAX_WORKERS)
+    return weft_error(L, WK_CONFIG, "workers must be between 1 and %d, got %I", POOL_MAX_WORKERS,
+                      (LUAI_UACINT)n);
   if (k == POOL_PROCESSES) read_procs_opts(L, 7, &po, worker_path, sizeof worker_path);
   p = aligned_alloc(CACHE_LINE, (sizeof *p + CACHE_LINE - 1) / CACHE_LINE * CACHE_LINE);
   if (p == NULL) return luaL_error(L, "weft: out of memory");
@@ -1530,8 +1534,10 @@ static int l_pool(lua_State *L) {
       return weft_error(L, WK_CONFIG, "init_args must be a list, got %s", luaL_typename(L, 5));
     lua_pushvalue(L, 4);
     if (lua_istable(L, 5)) {
-      nargs = (int)lua_rawlen(L, 5);
-      luaL_checkstack(L, nargs, "weft: too many init_args");
+      lua_Unsigned len = lua_rawlen(L, 5);
+      if (len > 1000000 || !lua_checkstack(L, (int)len))
+        return weft_error(L, WK_CONFIG, "init_args: too many values (%I)", (LUAI_UACINT)len);
+      nargs = (int)len;
       for (i = 1; i <= nargs; i++) lua_rawgeti(L, 5, i);
     }
     wire_enc_init(&e, L, p->kind == POOL_PROCESSES, 0);
@@ -1628,4 +1634,6 @@ void pool_open(lua_State *L) {
   lua_setfield(L, -2, "__name");
   lua_pop(L, 1);
   luaL_setfuncs(L, funcs, 0);
+  lua_pushinteger(L, POOL_MAX_WORKERS);
+  lua_setfield(L, -2, "max_workers");
 }
