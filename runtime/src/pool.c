@@ -164,6 +164,11 @@ static void enqueue(pool *p, task *t, int front) {
     p->nwaking++;
     pthread_cond_signal(&p->work);
   }
+  /* Once the lock is released the task may run, its future be freed, and
+   * the pool with it (the future held the last reference), while the
+   * wake-ups below still read p: the deadline thread (a retry) and the
+   * thread that settled a dependency hold no reference of their own. */
+  pool_ref(p);
   pthread_mutex_unlock(&p->lock);
   if (p->kind == POOL_INLINE) {   /* the owner may wait in inline_run */
     pthread_mutex_lock(&p->home->lock);
@@ -172,6 +177,7 @@ static void enqueue(pool *p, task *t, int front) {
   } else if (p->kind == POOL_PROCESSES) {
     procs_wake(p);
   }
+  pool_unref(p);
 }
 
 void pool_enqueue(pool *p, task *t) { enqueue(p, t, 0); }
