@@ -629,7 +629,7 @@ static double rebalance(procs *ps, double now) {
 /* Carries out the forced cancels the owner asked for, or procs_abort. */
 static void take_kills(procs *ps, double now) {
   future **list;
-  size_t n, k;
+  size_t n, k, kept = 0;
   int i;
   if (atomic_load(&ps->abort)) {
     for (i = 0; i < ps->n; i++) {
@@ -653,16 +653,48 @@ static void take_kills(procs *ps, double now) {
   atomic_store(&ps->nkills_hint, 0);
   pthread_mutex_unlock(&ps->lock);
   for (k = 0; k < n; k++) {
+    int later = 0;
     for (i = 0; i < ps->n; i++) {
       proc *pr = &ps->procs[i];
       task *t = head_task(pr);
+      size_t j;
       if (t && t->f == list[k] && pr->ready && pr->stop != WK_CANCELLED &&
           pr->state != PROC_CLOSING && claim_state(pr, 0) == CLAIM_STARTED) {
         note_began(t->f, claim_of(pr, head_id(pr)), head_id(pr));
         proc_stop(ps, pr, WK_CANCELLED, now);
       }
+      /* Started behind tasks whose answers are not read yet (a worker
+       * answers each task before it claims the next): the worker runs it
+       * now, but the stop must name it, so it waits until those answers
+       * are read and it is the oldest. */
+      for (j = 1; j < pr->nsent && pr->state != PROC_CLOSING; j++)
+        if (pr->sent[(pr->first + j) % FRAME_PIPE_MAX]->f == list[k] &&
+            claim_state(pr, j) == CLAIM_STARTED)
+          later = 1;
     }
-    future_unref(list[k]);
+    if (later) {
+      list[kept++] = list[k];   /* (keeps the reference) */
+    } else {
+      future_unref(list[k]);
+    }
+  }
+  if (kept) {   /* back on the list, for the next round */
+    pthread_mutex_lock(&ps->lock);
+    for (k = 0; k < kept; k++) {
+      if (ps->nkills == ps->capkills) {
+        size_t cap = ps->capkills ? 2 * ps->capkills : 8;
+        future **more = realloc(ps->kills, cap * sizeof *more);
+        if (more == NULL) {   /* (the future is cancelled all the same) */
+          future_unref(list[k]);
+          continue;
+        }
+        ps->kills = more;
+        ps->capkills = cap;
+      }
+      ps->kills[ps->nkills++] = list[k];
+    }
+    atomic_store(&ps->nkills_hint, ps->nkills > 0);
+    pthread_mutex_unlock(&ps->lock);
   }
   free(list);
 }
