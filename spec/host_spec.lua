@@ -3,8 +3,18 @@
 -- flow and drives done-callbacks from its own poll() loop.
 local util = require "helpers.util"
 
-local top = os.getenv("WEFT_BUILD_DIR") and os.getenv("WEFT_BUILD_DIR"):gsub("/build$", "")
 local BUILD = os.getenv("WEFT_BUILD_DIR")
+-- The repository root (scripts/test runs busted from there), whatever the
+-- build directory is (build/asan for `make check-asan`, or elsewhere).
+local top = os.getenv("PWD") or "."
+
+-- valgrind cannot run a program built with a sanitizer (AddressSanitizer
+-- maps its shadow memory where valgrind will not let it): under
+-- `make check-asan` (which sets WEFT_SANITIZER) the valgrind spec is
+-- pending; the plain run of the suite runs it.
+local it_valgrind = os.getenv("WEFT_SANITIZER") and function(name)
+  pending(name .. " (skipped: valgrind cannot run a " .. os.getenv("WEFT_SANITIZER") .. " build)")
+end or it
 
 -- Runs a shell command; returns its exit status and its output.
 local function sh(cmd)
@@ -70,7 +80,7 @@ describe("the example host (weft.h)", function()
     assert.truthy(out:find("stack traceback", 1, true), out)
   end)
 
-  it("closing the state while tasks run cancels them, and valgrind finds no leak", function()
+  it_valgrind("closing the state while tasks run cancels them, and valgrind finds no leak", function()
     local path = flow([[
       local weft = require "weft"
       local ex = weft.threads { workers = 2 }

@@ -1447,7 +1447,16 @@ end)
 describe("weft.processes worker processes under valgrind", function()
   after_each(util.cleanup)
 
-  it("run tasks, a stop and a state rebuild without leaks or memory errors", function()
+  -- valgrind cannot run a program built with a sanitizer (AddressSanitizer
+  -- maps its shadow memory where valgrind will not let it): under
+  -- `make check-asan` (which sets WEFT_SANITIZER) this one is pending, and
+  -- `make check-leaks` runs it over the plain build.
+  local it_valgrind = os.getenv("WEFT_SANITIZER") and function(name)
+    pending(name .. " (skipped: valgrind cannot run a "
+      .. os.getenv("WEFT_SANITIZER") .. " build)")
+  end or it
+
+  it_valgrind("run tasks, a stop and a state rebuild without leaks or memory errors", function()
     local dir = os.getenv("WEFT_BUILD_DIR")
     assert.is_string(dir, "WEFT_BUILD_DIR is not set (run through scripts/test)")
     local logs = util.tmpname()
