@@ -33,7 +33,7 @@ HDRS    = $(wildcard runtime/src/*.h) runtime/include/weft.h
 LUA_ENV = LUA_PATH="$(CURDIR)/lua/?.lua;$(CURDIR)/lua/?/init.lua;;" \
           LUA_CPATH="$(CURDIR)/$(BUILD)/?.so;;"
 
-.PHONY: all test demo bench install clean bootstrap fuzz fuzz-build check-fuzz check-tsan
+.PHONY: all test demo bench install clean bootstrap check-asan check-leaks fuzz fuzz-build check-fuzz check-tsan
 
 all: $(BUILD)/weft/core.so $(BUILD)/weft/weft $(BUILD)/weft/weft-worker \
      $(BUILD)/libweft.so $(BUILD)/weft.pc $(BUILD)/examples/host
@@ -137,6 +137,14 @@ demo: bootstrap all
 # The thread specs under ThreadSanitizer (builds its own tree, build/tsan).
 check-tsan: bootstrap
 	@scripts/check/tsan
+
+# One check of scripts/check/ (scripts/test runs them all after the specs).
+# check-asan builds its own tree (build/asan); check-leaks runs valgrind
+# over this one.
+check-asan: bootstrap
+	@scripts/check/asan
+check-leaks: bootstrap all
+	@scripts/check/leaks
 
 bench: all
 	lua5.4 scripts/bench/run
