@@ -1331,21 +1331,35 @@ static int f_cancel(lua_State *L) {
 static int f_add_done_callback(lua_State *L) {
   future *f = check_future(L, 1);
   home *h = f->home;
-  int later, gc_was_on;
+  int later, fresh = 0;
   if (lua_type(L, 2) != LUA_TFUNCTION)
     return weft_error(L, WK_CONFIG, "add_done_callback: the callback must be a function, got %s",
                       luaL_typename(L, 2));
   lua_settop(L, 2);
   f->observed = 1;
+  /* No collection until the callback is on f's list: a finalizer may
+   * dispatch (an executor's __gc shuts it down), and a dispatch that took
+   * f off the done queue before the list existed would drop it for good.
+   * So f's list is made first: lua_createtable is the one call here that
+   * may collect; the raw gets and sets below never do.  (Stopping the
+   * collector around it instead made every call cost a collection step
+   * once restarted, and thousands of pending callbacks took quadratic
+   * time.) */
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &CALLBACKS);              /* 3 */
+  if (lua_rawgetp(L, 3, f) != LUA_TTABLE) {                   /* 4 */
+    lua_pop(L, 1);
+    lua_createtable(L, 2, 0);
+    if (lua_rawgetp(L, 3, f) == LUA_TTABLE) {   /* (a finalizer made one) */
+      lua_remove(L, -2);
+    } else {
+      lua_pop(L, 1);
+      fresh = 1;
+    }
+  }
   /* Run it now unless a notify has queued, or is bound to queue, this
    * future for dispatch (then it must run after the earlier callbacks).  A
    * notify is bound to come when earlier callbacks set has_callbacks while
    * the future was not final: the completer then saw `watched`. */
-  /* No collection until the callback is on f's list: a finalizer may
-   * dispatch (an executor's __gc shuts it down), and a dispatch that took
-   * f off the done queue before the list existed would drop it for good. */
-  gc_was_on = lua_gc(L, LUA_GCISRUNNING);
-  if (gc_was_on) lua_gc(L, LUA_GCSTOP);
   pthread_mutex_lock(&h->lock);
   /* `watched` first, then the state (Dekker with the completer, which
    * stores the state and then looks at `watched`): had we looked first, a
@@ -1360,7 +1374,7 @@ static int f_add_done_callback(lua_State *L) {
   }
   pthread_mutex_unlock(&h->lock);
   if (!later) {
-    if (gc_was_on) lua_gc(L, LUA_GCRESTART);
+    lua_settop(L, 2);
     /* Earlier callbacks first; inside a dispatch, the one running them
      * goes on after us (nesting here would grow the C stack with every
      * callback that registers another, as weft.luv.await does). */
@@ -1370,19 +1384,15 @@ static int f_add_done_callback(lua_State *L) {
     if (lua_pcall(L, 1, 0, 0) != LUA_OK) report_callback_error(L, -1);
     return 0;
   }
-  lua_rawgetp(L, LUA_REGISTRYINDEX, &CALLBACKS);
-  if (lua_rawgetp(L, -1, f) != LUA_TTABLE) {
-    lua_pop(L, 1);
-    lua_createtable(L, 2, 0);
+  if (fresh) {
     lua_pushvalue(L, 1);
-    lua_rawseti(L, -2, 1);
-    lua_pushvalue(L, -1);
-    lua_rawsetp(L, -3, f);
+    lua_rawseti(L, 4, 1);
+    lua_pushvalue(L, 4);
+    lua_rawsetp(L, 3, f);
     h->ncallbacks++;
   }
   lua_pushvalue(L, 2);
-  lua_rawseti(L, -2, (lua_Integer)lua_rawlen(L, -2) + 1);
-  if (gc_was_on) lua_gc(L, LUA_GCRESTART);
+  lua_rawseti(L, 4, (lua_Integer)lua_rawlen(L, 4) + 1);
   return 0;
 }
 
