@@ -240,6 +240,15 @@ home *home_of(lua_State *L) {
 
 void home_ref(home *h) { atomic_fetch_add(&h->refs, 1); }
 
+void home_release_spares(home *h) {
+  future *f;
+  while ((f = h->free_futures) != NULL) {
+    h->free_futures = f->next_done;
+    free(f);
+  }
+  h->nfree = 0;
+}
+
 void home_unref(home *h) {
   if (h && atomic_fetch_sub(&h->refs, 1) == 1) {
     future *f = h->done_head;

@@ -175,6 +175,8 @@ home *home_of(lua_State *L);           /* the calling state's home */
 int home_completion_fd(lua_State *L);
 void home_ref(home *h);
 void home_unref(home *h);
+/* Frees the futures h keeps for reuse (the home's thread only). */
+void home_release_spares(home *h);
 
 /* === futures === */
 future *future_new(home *h, struct pool *p);

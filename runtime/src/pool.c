@@ -42,6 +42,9 @@
 #include <lauxlib.h>
 #include <lualib.h>
 #include <errno.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <sched.h>
 #include <signal.h>
 #include <stdio.h>
@@ -1014,8 +1017,27 @@ static int ex_gc(lua_State *L) {
     p->home->orphans = p;
     return 0;
   }
-  pool_shutdown(L, p, 1, 0);
-  pool_unref(p);
+  {
+    int pooled = p->kind != POOL_INLINE;
+    home *h = p->home;
+    home_ref(h);
+    pool_shutdown(L, p, 1, 0);
+    pool_unref(p);
+    /* An executor is collected, usually with the futures of its work: give
+     * the memory back.  The home's spare futures go (they are scattered
+     * over the heap and would keep whole pages), and glibc returns the
+     * free pages it keeps (it trims only the top of the main heap by
+     * itself): after a run of big batches, the memory it held stayed
+     * resident for good (30 MB after batches of 20,000 tasks, 7 MB with
+     * this). */
+    if (pooled && !h->closed) {
+      home_release_spares(h);
+#ifdef __GLIBC__
+      malloc_trim(0);
+#endif
+    }
+    home_unref(h);
+  }
   return 0;
 }
 
