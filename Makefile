@@ -33,7 +33,7 @@ HDRS    = $(wildcard runtime/src/*.h) runtime/include/weft.h
 LUA_ENV = LUA_PATH="$(CURDIR)/lua/?.lua;$(CURDIR)/lua/?/init.lua;;" \
           LUA_CPATH="$(CURDIR)/$(BUILD)/?.so;;"
 
-.PHONY: all test demo bench install clean bootstrap check-asan check-leaks fuzz fuzz-build check-fuzz check-tsan
+.PHONY: all test demo bench install clean bootstrap check-asan check-leaks fuzz fuzz-build check-fuzz check-tsan stress check-stress
 
 all: $(BUILD)/weft/core.so $(BUILD)/weft/weft $(BUILD)/weft/weft-worker \
      $(BUILD)/libweft.so $(BUILD)/weft.pc $(BUILD)/examples/host
@@ -124,6 +124,14 @@ fuzz: bootstrap fuzz-build
 
 check-fuzz: bootstrap all fuzz-build
 	@scripts/check/fuzz
+
+# The soak (spec/stress/soak.lua): in full here; scripts/check/stress (in
+# make test) runs a shortened form.
+stress: bootstrap all
+	$(LUA_ENV) lua5.4 spec/stress/soak.lua
+
+check-stress: bootstrap all
+	@scripts/check/stress
 
 bootstrap:
 	@scripts/bootstrap
