@@ -163,6 +163,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   memset(pr->sh, 0, sizeof *pr->sh);
   buf_free(&pr->in);
   buf_free(&pr->out);
+  pr->in_off = pr->out_off = 0;   /* (as proc_spawn: a malformed frame leaves them) */
   pr->fd = sv[0];
   pr->pidfd = -1;
   atomic_store(&pr->pid, 0);   /* (proc_kill signals only pids > 0) */
