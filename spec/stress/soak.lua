@@ -21,6 +21,7 @@
 --                                                   else finished with 2 * i
 --   exit      os.exit(3) in the worker (processes) -> failed, kind worker_died
 --   kill      loops; SIGKILL of the worker process running it once it runs
+--             (f:info().worker, which must be among ex:stats().pids)
 --                                                 -> failed, kind worker_died
 -- Tasks queued behind an exit or a kill in that worker have not started:
 -- they go back to the queue and must end as their own fate says.
@@ -173,7 +174,15 @@ end
 -- its worker's pipe goes back to the queue while other workers take later
 -- ones), and the loops of later ones may hold every worker meanwhile.
 -- Gives up after 60 s without progress (counted as stuck).
-local function stop_specials(fs, fates, special, tally)
+-- Is pid one of ex's live worker processes (ex:stats().pids)?
+local function is_worker(ex, pid)
+  for _, p in ipairs(ex:stats().pids or {}) do
+    if p == pid then return true end
+  end
+  return false
+end
+
+local function stop_specials(ex, fs, fates, special, tally)
   local left, deadline = #special, core.now() + 60
   local done = {}
   while left > 0 do
@@ -185,8 +194,9 @@ local function stop_specials(fs, fates, special, tally)
         if fates[j] == "force" then
           if not f:cancel { force = true } then tally.refused = (tally.refused or 0) + 1 end
         else
+          -- The process running it (f:info()), one of the pool's workers.
           local pid = tonumber(((f:info().worker or ""):match("^process (%d+)$")))
-          if not pid or not kill_pid(pid) then
+          if not pid or not is_worker(ex, pid) or not kill_pid(pid) then
             tally.nokill = (tally.nokill or 0) + 1
             f:cancel { force = true }
           end
@@ -241,7 +251,7 @@ local function soak(kind, ex, n, tally)
       if fate == "cancel" then cancelled[j] = f:cancel() end
       fs[j], fates[j] = f, fate
     end
-    stop_specials(fs, fates, special, tally)
+    stop_specials(ex, fs, fates, special, tally)
     local _, not_done = weft.wait(fs, { timeout = 120 })
     if #not_done > 0 then tally.lost = (tally.lost or 0) + #not_done end
     core.dispatch()   -- every done-callback of this batch runs now
