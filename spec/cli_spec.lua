@@ -9,29 +9,13 @@
 local cjson = require "cjson"
 local util = require "helpers.util"
 
-local build = assert(os.getenv("WEFT_BUILD_DIR"), "WEFT_BUILD_DIR is not set (run through scripts/test)")
-local WEFT = build .. "/weft/weft"
-
-local function sh_quote(s)
-  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
-end
-
-local function slurp(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local text = f:read("a")
-  f:close()
-  return text
-end
+local sh_quote, slurp = util.quote, util.read
 
 -- A script file with this source; util.cleanup() removes it.
-local function script(source)
-  local path = util.tmpname() .. ".lua"
-  local f = assert(io.open(path, "w"))
-  f:write(source)
-  f:close()
-  return path
-end
+local function script(source) return util.write_temp(source, ".lua") end
+
+local build = assert(os.getenv("WEFT_BUILD_DIR"), "WEFT_BUILD_DIR is not set (run through scripts/test)")
+local WEFT = build .. "/weft/weft"
 
 local function env_prefix(env)
   local parts = {}

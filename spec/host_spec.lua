@@ -27,13 +27,7 @@ local function sh(cmd)
   return ok and 0 or code, text
 end
 
-local function flow(source)
-  local path = util.tmpname() .. ".lua"
-  local f = assert(io.open(path, "w"))
-  f:write(source)
-  f:close()
-  return path
-end
+local function flow(source) return util.write_temp(source, ".lua") end
 
 -- The environment the in-tree host needs: the Lua layer and the worker.
 local function env()

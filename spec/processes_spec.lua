@@ -13,6 +13,8 @@ local weft = require "weft"
 local gate = require "helpers.gate"
 local util = require "helpers.util"
 
+local read_file = util.read
+
 local expect_error = util.expect_error
 
 -- === helpers ==============================================================
@@ -42,14 +44,6 @@ local function write_file(path, text)
   local f = assert(io.open(path, "w"))
   f:write(text)
   f:close()
-end
-
-local function read_file(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("a")
-  f:close()
-  return s
 end
 
 -- The state letter of /proc/<pid>/stat ("R", "S", "Z", ...), or nil when

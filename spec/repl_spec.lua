@@ -10,22 +10,13 @@
 local cjson = require "cjson"
 local util = require "helpers.util"
 
+local sh_quote, slurp = util.quote, util.read
+
 local build = assert(os.getenv("WEFT_BUILD_DIR"), "WEFT_BUILD_DIR is not set (run through scripts/test)")
 local WEFT = build .. "/weft/weft"
 local DRIVER = "spec/helpers/terminal.py"   -- scripts/test runs from the top of the tree
 
 local CTRL_C, CTRL_D = "\3", "\4"
-
-local function sh_quote(s)
-  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
-end
-
-local function slurp(path)
-  local f = assert(io.open(path, "rb"))
-  local text = f:read("a")
-  f:close()
-  return text
-end
 
 -- Plays the steps at a fresh `weft` on a terminal.  Returns the driver's
 -- result: ok, step, why, status, transcript.

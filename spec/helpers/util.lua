@@ -10,6 +10,9 @@
 --   util.cleanup()                 -> for after_each: settle tracked futures,
 --                                     open every gate, shut tracked executors
 --   util.tmpname(), util.exists(path)
+--   util.read(path)                -> the file's bytes, or nil if it cannot be read
+--   util.write_temp(text [, suffix]) -> a fresh file holding text (cleaned up)
+--   util.quote(s)                  -> s quoted for sh
 --   util.run_lua(source)           -> output (stdout + stderr) of a child lua5.4
 --   util.online_cpus()
 
@@ -119,6 +122,27 @@ function util.tmpname()
   os.remove(name)
   tmpnames[#tmpnames + 1] = name
   return name
+end
+
+function util.read(path)
+  local f = io.open(path, "rb")
+  if not f then return nil end
+  local text = f:read("a")
+  f:close()
+  return text
+end
+
+function util.write_temp(text, suffix)
+  local path = util.tmpname() .. (suffix or "")
+  local f = assert(io.open(path, "wb"))
+  f:write(text)
+  f:close()
+  tmpnames[#tmpnames + 1] = path
+  return path
+end
+
+function util.quote(s)
+  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
 end
 
 function util.exists(path)
