@@ -92,6 +92,7 @@ FUZZ_SAN  = -g -O1 -fno-omit-frame-pointer -fsanitize=address,undefined \
 FUZZ      = $(BUILD)/fuzz
 FUZZ_OBJS = $(SRCS:runtime/src/%.c=$(FUZZ)/obj/%.o)
 FUZZ_RUN  = -max_len=65536 -timeout=10 -rss_limit_mb=2048
+FUZZ_DEFS = -DWEFT_FUZZ_LUADIR='"$(CURDIR)/lua"'   # weft's Lua layer, for the harnesses
 # The frames harness includes procs.c (its frame reader is static).
 FUZZ_OBJS_frames = $(filter-out $(FUZZ)/obj/procs.o,$(FUZZ_OBJS))
 FUZZ_OBJS_wire = $(FUZZ_OBJS)
@@ -101,7 +102,7 @@ $(FUZZ)/obj/%.o: runtime/src/%.c $(HDRS)
 	$(FUZZ_CC) $(WEFT_CFLAGS) $(FUZZ_SAN) -fsanitize=fuzzer-no-link -c -o $@ $<
 
 $(FUZZ_TARGETS:%=$(FUZZ)/%): $(FUZZ)/%: spec/fuzz/%_fuzz.c spec/fuzz/lua_reset.h $(FUZZ_OBJS) runtime/src/procs.c
-	$(FUZZ_CC) $(WEFT_CFLAGS) $(FUZZ_SAN) -fsanitize=fuzzer -o $@ $< \
+	$(FUZZ_CC) $(WEFT_CFLAGS) $(FUZZ_DEFS) $(FUZZ_SAN) -fsanitize=fuzzer -o $@ $< \
 	  $(FUZZ_OBJS_$*) $(LUA_LIBS) -lm -ldl
 
 # The same harnesses without libFuzzer or sanitizers, for valgrind (it
@@ -109,7 +110,7 @@ $(FUZZ_TARGETS:%=$(FUZZ)/%): $(FUZZ)/%: spec/fuzz/%_fuzz.c spec/fuzz/lua_reset.h
 $(FUZZ_TARGETS:%=$(FUZZ)/%-replay): $(FUZZ)/%-replay: spec/fuzz/%_fuzz.c spec/fuzz/replay_main.c \
     spec/fuzz/lua_reset.h $(OBJS) runtime/src/procs.c
 	@mkdir -p $(dir $@)
-	$(CC) $(WEFT_CFLAGS) -g -O1 -o $@ $< spec/fuzz/replay_main.c \
+	$(CC) $(WEFT_CFLAGS) $(FUZZ_DEFS) -g -O1 -o $@ $< spec/fuzz/replay_main.c \
 	  $(if $(filter frames,$*),$(filter-out $(BUILD)/obj/procs.o,$(OBJS)),$(OBJS)) $(LUA_LIBS) -lm -ldl
 
 fuzz-build: $(FUZZ_TARGETS:%=$(FUZZ)/%) $(FUZZ_TARGETS:%=$(FUZZ)/%-replay)

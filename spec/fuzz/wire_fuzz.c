@@ -28,6 +28,7 @@
 #include <lua.h>
 #include <lualib.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -50,16 +51,29 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
   L = luaL_newstate();
   if (L == NULL) abort();
   luaL_openlibs(L);
-  /* A MODULE tag requires its module.  Loading real modules from disk
-   * would run their code, which is not the decoder's: only what is loaded
-   * already (the standard libraries, weft.core) can be found. */
+  luaL_requiref(L, "weft.core", luaopen_weft_core, 0);
+  lua_pop(L, 1);
+  /* weft's Lua layer, loaded once here as a worker has it: a TASK value
+   * gets the weft.Task metatable it registers. */
+  lua_getglobal(L, "package");
+  lua_pushliteral(L, WEFT_FUZZ_LUADIR "/?.lua;" WEFT_FUZZ_LUADIR "/?/init.lua");
+  lua_setfield(L, -2, "path");
+  lua_pop(L, 1);
+  lua_getglobal(L, "require");
+  lua_pushliteral(L, "weft");
+  if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
+    fprintf(stderr, "wire_fuzz: cannot load weft from %s: %s\n", WEFT_FUZZ_LUADIR,
+            lua_tostring(L, -1));
+    abort();
+  }
+  /* Then a MODULE tag finds only what is loaded already (the standard
+   * libraries, weft's modules): loading more from disk would run their
+   * code, which is not the decoder's. */
   lua_getglobal(L, "package");
   lua_pushliteral(L, "");
   lua_setfield(L, -2, "path");
   lua_pushliteral(L, "");
   lua_setfield(L, -2, "cpath");
-  lua_pop(L, 1);
-  luaL_requiref(L, "weft.core", luaopen_weft_core, 0);
   lua_pop(L, 1);
   lua_settop(L, 0);
   lua_reset_snapshot(L);
