@@ -390,8 +390,10 @@ check(rss_end <= rss_warm * 1.10,
 -- started on first use, kept until exit) may remain.
 local nthreads, names = threads_now()
 local extra = {}
-for i = 2, #names do
-  if not names[i]:match(":weft:deadline$") then extra[#extra + 1] = names[i] end
+for _, name in ipairs(names) do
+  if not name:match(":weft:deadline$") and name:match("^%d+") ~= tostring(mypid) then
+    extra[#extra + 1] = name
+  end
 end
 check(#extra == 0, "no thread left: %d now (%s), %d at start; not expected: %s", nthreads,
       table.concat(names, " "), nthreads_start, #extra > 0 and table.concat(extra, " ") or "none")
