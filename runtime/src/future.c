@@ -1253,6 +1253,15 @@ static int f_attempts(lua_State *L) {
   return 1;
 }
 
+void future_worker_label(int kind, int id, char *out, size_t size) {
+  switch (kind) {
+    case META_THREAD: snprintf(out, size, "thread %d", id); break;
+    case META_PROCESS: snprintf(out, size, "process %d", id); break;
+    case META_INLINE: snprintf(out, size, "inline"); break;
+    default: out[0] = '\0';
+  }
+}
+
 void future_mark_started(future *f, int worker_kind, int worker_id, double when) {
   future_meta *m = f->meta;
   double zero = 0;
@@ -1273,6 +1282,7 @@ static void set_time(lua_State *L, const char *k, double t) {
 static int f_info(lua_State *L) {
   future *f = check_future(L, 1);
   future_meta *m = f->meta;
+  char who[64];
   if (f->pool && atomic_load(&f->state) == FS_PENDING) pool_refresh(f->pool, f);
   lua_createtable(L, 0, 7);
   lua_pushinteger(L, atomic_load_explicit(&f->attempts, memory_order_relaxed));
@@ -1286,19 +1296,9 @@ static int f_info(lua_State *L) {
     lua_pushstring(L, m->flow);
     lua_setfield(L, -2, "flow");
   }
-  switch (atomic_load_explicit(&m->worker_kind, memory_order_relaxed)) {
-    case META_THREAD:
-      lua_pushfstring(L, "thread %d", atomic_load_explicit(&m->worker_id, memory_order_relaxed));
-      break;
-    case META_PROCESS:
-      lua_pushfstring(L, "process %d", atomic_load_explicit(&m->worker_id, memory_order_relaxed));
-      break;
-    case META_INLINE:
-      lua_pushliteral(L, "inline");
-      break;
-    default:
-      lua_pushnil(L);
-  }
+  future_worker_label(atomic_load_explicit(&m->worker_kind, memory_order_relaxed),
+                      atomic_load_explicit(&m->worker_id, memory_order_relaxed), who, sizeof who);
+  if (who[0]) lua_pushstring(L, who); else lua_pushnil(L);
   lua_setfield(L, -2, "worker");
   set_time(L, "submitted", m->submitted);
   set_time(L, "started", atomic_load_explicit(&m->started, memory_order_relaxed));

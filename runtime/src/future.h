@@ -107,6 +107,10 @@ static inline const char *future_name(const future *f) {
   return f->meta ? f->meta->name : NULL;
 }
 
+/* A worker as f:info() and log records name it: "thread 2", "process
+ * 1234", "inline", or "" for none. */
+void future_worker_label(int kind, int id, char *out, size_t size);
+
 /* Gives f (new, not shared yet) its meta; -1 when out of memory. */
 int future_meta_init(future *f, const char *name, const char *flow);
 

@@ -80,14 +80,6 @@ void log_record_free(log_record *r) {
   free(r);
 }
 
-static void worker_label(int kind, int id, char *out, size_t size) {
-  switch (kind) {
-    case META_THREAD: snprintf(out, size, "thread %d", id); break;
-    case META_PROCESS: snprintf(out, size, "process %d", id); break;
-    case META_INLINE: snprintf(out, size, "inline"); break;
-    default: out[0] = '\0';
-  }
-}
 
 /* The default line: "12:00:01 INFO  [flow/task#2 thread 1] message". */
 static void write_line(const log_record *r, const char *flow, const char *task) {
@@ -97,7 +89,7 @@ static void write_line(const log_record *r, const char *flow, const char *task) 
   size_t n;
   localtime_r(&secs, &tm);
   strftime(when, sizeof when, "%H:%M:%S", &tm);
-  worker_label(r->worker_kind, r->worker_id, who, sizeof who);
+  future_worker_label(r->worker_kind, r->worker_id, who, sizeof who);
   if (flow || task || who[0]) {
     char attempt[16] = "";
     if (r->attempt > 1) snprintf(attempt, sizeof attempt, "#%d", r->attempt);
@@ -144,7 +136,7 @@ static void deliver(lua_State *L, const log_record *r) {
     lua_pushinteger(L, r->attempt);
     lua_setfield(L, -2, "attempt");
   }
-  worker_label(r->worker_kind, r->worker_id, who, sizeof who);
+  future_worker_label(r->worker_kind, r->worker_id, who, sizeof who);
   if (who[0]) {
     lua_pushstring(L, who);
     lua_setfield(L, -2, "worker");
