@@ -20,13 +20,15 @@ WEFT_CFLAGS = -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -fPIC -pthread \
               -I$(LUA_INCDIR) -Iruntime/include -Iruntime/src \
               -DWEFT_LIBDIR='"$(LIBDIR)"' -DWEFT_LUADIR='"$(LUADIR)"'
 LUA_LIBS = -llua5.4
+DEP_LIBS = -lsodium -lhiredis
 
 BUILD   = build
 SRCS    = runtime/src/lweft.c runtime/src/proto.c runtime/src/wire.c \
           runtime/src/future.c runtime/src/pool.c runtime/src/run.c \
           runtime/src/deadline.c runtime/src/stop.c runtime/src/child.c \
           runtime/src/procs.c runtime/src/serve.c runtime/src/host.c \
-          runtime/src/log.c
+          runtime/src/log.c runtime/src/rmsg.c runtime/src/rconn.c \
+          runtime/src/rclient.c runtime/src/rworker.c
 OBJS    = $(SRCS:runtime/src/%.c=$(BUILD)/obj/%.o)
 HDRS    = $(wildcard runtime/src/*.h) runtime/include/weft.h
 
@@ -46,20 +48,20 @@ $(BUILD)/obj/%.o: runtime/src/%.c $(HDRS)
 # not link liblua itself (as Debian's Lua modules do).
 $(BUILD)/weft/core.so: $(OBJS)
 	@mkdir -p $(dir $@)
-	$(CC) -shared -pthread $(CFLAGS) -o $@ $(OBJS)
+	$(CC) -shared -pthread $(CFLAGS) -o $@ $(OBJS) $(DEP_LIBS)
 
 $(BUILD)/weft/weft: runtime/cli/weft.c $(OBJS)
 	$(CC) $(WEFT_CFLAGS) $(CFLAGS) -o $@ runtime/cli/weft.c \
-	  $(OBJS) $(LUA_LIBS) -lreadline -lm -ldl
+	  $(OBJS) $(LUA_LIBS) -lreadline $(DEP_LIBS) -lm -ldl
 
 # The worker entry point, found next to core.so (see runtime/src/child.h).
 $(BUILD)/weft/weft-worker: runtime/cli/weft-worker.c $(OBJS)
-	$(CC) $(WEFT_CFLAGS) $(CFLAGS) -o $@ runtime/cli/weft-worker.c $(OBJS) $(LUA_LIBS) -lm -ldl
+	$(CC) $(WEFT_CFLAGS) $(CFLAGS) -o $@ runtime/cli/weft-worker.c $(OBJS) $(LUA_LIBS) $(DEP_LIBS) -lm -ldl
 
 # The library for C hosts (weft.h): the same objects; Lua's API comes from
 # the host's own liblua.
 $(BUILD)/libweft.so: $(OBJS)
-	$(CC) -shared -pthread $(CFLAGS) -Wl,-soname,libweft.so.0 -o $@ $(OBJS)
+	$(CC) -shared -pthread $(CFLAGS) -Wl,-soname,libweft.so.0 -o $@ $(OBJS) $(DEP_LIBS)
 
 $(BUILD)/weft.pc: weft.pc.in Makefile
 	sed -e 's|@PREFIX@|$(PREFIX)|; s|@SYSLIBDIR@|$(SYSLIBDIR)|; s|@INCDIR@|$(INCDIR)|' \
@@ -70,7 +72,7 @@ $(BUILD)/weft.pc: weft.pc.in Makefile
 # builds with pkg-config alone: see its header).
 $(BUILD)/examples/host: scripts/examples/host.c $(OBJS)
 	@mkdir -p $(dir $@)
-	$(CC) $(WEFT_CFLAGS) $(CFLAGS) -o $@ scripts/examples/host.c $(OBJS) $(LUA_LIBS) -lm -ldl
+	$(CC) $(WEFT_CFLAGS) $(CFLAGS) -o $@ scripts/examples/host.c $(OBJS) $(LUA_LIBS) $(DEP_LIBS) -lm -ldl
 
 # === fuzzing: libFuzzer (clang), ASan and UBSan =========================
 #   make fuzz                   runs each target FUZZ_SECONDS (default 60)
@@ -79,12 +81,12 @@ $(BUILD)/examples/host: scripts/examples/host.c $(OBJS)
 # Targets (harness spec/fuzz/<target>_fuzz.c, seeds spec/fuzz/<target>/):
 #   wire    the wire decoder: results, error records, task messages
 #   frames  the process pool's reader of what a worker sends (procs.c)
-#   (redis: the Redis message parser/verifier of issue 6 gets its target
-#    here when it exists: add it to FUZZ_TARGETS, with a harness and seeds.)
+#   redis   the Redis executor's task and result messages, signed or not
+#           (rmsg.c), and what they carry through the wire decoder
 # New inputs go to build/fuzz/corpus/<target> (spec/fuzz/<target> is only
 # read); a crash is written to build/fuzz/crashes/: fix it, then copy the
 # input into spec/fuzz/<target>/ as a regression input.
-FUZZ_TARGETS = wire frames
+FUZZ_TARGETS = wire frames redis
 FUZZ_SECONDS ?= 60
 FUZZ_CC   = clang
 FUZZ_SAN  = -g -O1 -fno-omit-frame-pointer -fsanitize=address,undefined \
@@ -96,6 +98,7 @@ FUZZ_DEFS = -DWEFT_FUZZ_LUADIR='"$(CURDIR)/lua"'   # weft's Lua layer, for the h
 # The frames harness includes procs.c (its frame reader is static).
 FUZZ_OBJS_frames = $(filter-out $(FUZZ)/obj/procs.o,$(FUZZ_OBJS))
 FUZZ_OBJS_wire = $(FUZZ_OBJS)
+FUZZ_OBJS_redis = $(FUZZ_OBJS)
 
 $(FUZZ)/obj/%.o: runtime/src/%.c $(HDRS)
 	@mkdir -p $(dir $@)
@@ -103,7 +106,7 @@ $(FUZZ)/obj/%.o: runtime/src/%.c $(HDRS)
 
 $(FUZZ_TARGETS:%=$(FUZZ)/%): $(FUZZ)/%: spec/fuzz/%_fuzz.c spec/fuzz/lua_reset.h $(FUZZ_OBJS) runtime/src/procs.c
 	$(FUZZ_CC) $(WEFT_CFLAGS) $(FUZZ_DEFS) $(FUZZ_SAN) -fsanitize=fuzzer -o $@ $< \
-	  $(FUZZ_OBJS_$*) $(LUA_LIBS) -lm -ldl
+	  $(FUZZ_OBJS_$*) $(LUA_LIBS) $(DEP_LIBS) -lm -ldl
 
 # The same harnesses without libFuzzer or sanitizers, for valgrind (it
 # sees inside liblua, which the sanitizer build does not instrument).
@@ -111,7 +114,7 @@ $(FUZZ_TARGETS:%=$(FUZZ)/%-replay): $(FUZZ)/%-replay: spec/fuzz/%_fuzz.c spec/fu
     spec/fuzz/lua_reset.h $(OBJS) runtime/src/procs.c
 	@mkdir -p $(dir $@)
 	$(CC) $(WEFT_CFLAGS) $(FUZZ_DEFS) -g -O1 -o $@ $< spec/fuzz/replay_main.c \
-	  $(if $(filter frames,$*),$(filter-out $(BUILD)/obj/procs.o,$(OBJS)),$(OBJS)) $(LUA_LIBS) -lm -ldl
+	  $(if $(filter frames,$*),$(filter-out $(BUILD)/obj/procs.o,$(OBJS)),$(OBJS)) $(LUA_LIBS) $(DEP_LIBS) -lm -ldl
 
 fuzz-build: $(FUZZ_TARGETS:%=$(FUZZ)/%) $(FUZZ_TARGETS:%=$(FUZZ)/%-replay)
 

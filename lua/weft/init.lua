@@ -151,8 +151,45 @@ function weft.processes(opts)
                      worker_path = opts.worker_path })
 end
 
+local redis_opts = { url = true, queue = true, secret = true, timeout = true,
+                     result_ttl = true, max_deliveries = true, name = true }
+
+--- weft.redis{url=, queue=, secret=, timeout=, result_ttl=, max_deliveries=, name=}:
+--- tasks go to a Redis stream and run on `weft worker` processes anywhere.
+--- url: "redis://[user:password@]host[:port][/db][?queue=q]" or
+--- "unix:///path/redis.sock[?db=n&queue=q]"; secret defaults to WEFT_SECRET.
+function weft.redis(opts)
+  local what = "weft.redis"
+  opts = check_opts(what, opts, redis_opts)
+  if type(opts.url) ~= "string" then
+    raise("config", "%s: url must be a string (redis://host:port/db or unix:///path), got %s",
+          what, type(opts.url))
+  end
+  for _, k in ipairs { "queue", "secret", "name" } do
+    if opts[k] ~= nil and type(opts[k]) ~= "string" then
+      raise("config", "%s: %s must be a string, got %s", what, k, type(opts[k]))
+    end
+  end
+  local timeout = check_timeout(what, opts.timeout)
+  local ttl = opts.result_ttl
+  if ttl ~= nil and (type(ttl) ~= "number" or ttl ~= ttl or ttl < 1 or ttl > 2^31) then
+    raise("config", "%s: result_ttl must be a number of seconds from 1 to 2^31, got %s", what,
+          tostring(ttl))
+  end
+  local md = opts.max_deliveries
+  if md ~= nil and (math_type(md) ~= "integer" or md < 1 or md > 1000000) then
+    raise("config", "%s: max_deliveries must be a positive integer, got %s", what, tostring(md))
+  end
+  local secret = opts.secret
+  if secret == nil then secret = os.getenv("WEFT_SECRET") end
+  if secret == "" then secret = nil end
+  return core.pool("redis", 1, opts.name, nil, nil, timeout,
+                   { url = opts.url, queue = opts.queue, secret = secret,
+                     result_ttl = ttl, max_deliveries = md })
+end
+
 -- Reads an executor spec string ("inline", "threads", "threads:8",
--- "processes", "processes:4") without building anything: returns the
+-- "processes", "processes:4", a redis:// or unix:// URL) without building anything: returns the
 -- constructor's name and the worker count (nil for the default).  Raises
 -- kind config for a bad spec, naming `what`.
 local function parse_spec(what, spec)
@@ -170,20 +207,23 @@ local function parse_spec(what, spec)
       raise("config", "%s: bad worker count in %q (expected %s:N)", what, spec, kind)
     end
     return kind, check_workers(what, n)
-  elseif spec:match("^redis") then
-    raise("config", "%s: %q needs an executor that is not built yet", what, spec)
+  elseif spec:match("^redis://") or spec:match("^unix://") then
+    return "redis", spec
   end
-  raise("config", "%s: unknown executor spec %q "
-        .. "(expected inline, threads, threads:N, processes or processes:N)", what, spec)
+  raise("config", "%s: unknown executor spec %q (expected inline, threads, threads:N, "
+        .. "processes, processes:N, redis://host:port/db?queue=q or unix:///path?queue=q)",
+        what, spec)
 end
 
 local function build_spec(what, spec)
   local kind, n = parse_spec(what, spec)
   if kind == "inline" then return weft.inline() end
+  if kind == "redis" then return weft.redis { url = n } end
   return weft[kind] { workers = n }
 end
 
---- weft.executor(spec): "inline", "threads", "threads:8", "processes", "processes:4";
+--- weft.executor(spec): "inline", "threads", "threads:8", "processes", "processes:4",
+--- "redis://host:6379/0?queue=q", "unix:///path/redis.sock?queue=q";
 --- an executor is returned as it is.
 function weft.executor(spec)
   if core.is_executor(spec) then return spec end

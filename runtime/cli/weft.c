@@ -106,10 +106,12 @@ static void usage(FILE *out) {
   fprintf(out,
           "usage: weft run [options] FILE [args...]   run a Lua flow script\n"
           "       weft [repl]                         interactive REPL\n"
+          "       weft worker URL [options]           serve a Redis executor's queue\n"
           "       weft --version                      print the version\n"
           "       weft --help                         this text\n"
           "\n"
-          "'weft run --help' and 'weft repl --help' describe each command.\n");
+          "'weft run --help', 'weft repl --help' and 'weft worker --help' describe\n"
+          "each command.\n");
 }
 
 static void usage_run(FILE *out) {
@@ -519,6 +521,45 @@ static int cmd_run(int argc, char **argv) {
   }
   lua_close(L);
   free(o.args);
+  return rc;
+}
+
+/* `weft worker URL [options]`: lua/weft/worker.lua reads the options and
+ * serves (rworker.c); its result is the exit status.  A weft.Error of kind
+ * config (a bad option, URL or password) is a usage error: one line, 2. */
+static int cmd_worker(int argc, char **argv) {
+  lua_State *L;
+  int i, rc;
+  if ((L = open_state(0)) == NULL) return 1;
+  lua_getglobal(L, "require");
+  lua_pushliteral(L, "weft.worker");
+  if (lua_pcall(L, 1, 1, 0) != LUA_OK) {
+    say("%s", lua_tostring(L, -1));
+    lua_close(L);
+    return 1;
+  }
+  lua_getfield(L, -1, "main");
+  lua_createtable(L, argc - 2, 0);
+  for (i = 2; i < argc; i++) {
+    lua_pushstring(L, argv[i]);
+    lua_rawseti(L, -2, i - 1);
+  }
+  if (lua_pcall(L, 1, 1, 0) != LUA_OK) {
+    int config = 0;
+    if (lua_istable(L, -1)) {
+      lua_getfield(L, -1, "kind");
+      config = lua_isstring(L, -1) && strcmp(lua_tostring(L, -1), "config") == 0;
+      lua_pop(L, 1);
+      lua_getfield(L, -1, "message");
+      lua_replace(L, -2);
+    }
+    say("%s", lua_isstring(L, -1) ? lua_tostring(L, -1) : "(error object)");
+    rc = config ? 2 : 1;
+  } else {
+    rc = (int)lua_tointeger(L, -1);
+  }
+  weft_shutdown(L);
+  lua_close(L);
   return rc;
 }
 
@@ -973,6 +1014,7 @@ int main(int argc, char **argv) {
     return 0;
   }
   if (strcmp(cmd, "run") == 0) return cmd_run(argc, argv);
+  if (strcmp(cmd, "worker") == 0) return cmd_worker(argc, argv);
   if (strcmp(cmd, "repl") == 0) {
     if (argc > 2 && (strcmp(argv[2], "--help") == 0 || strcmp(argv[2], "-h") == 0)) {
       usage_repl(stdout);

@@ -318,6 +318,7 @@ static void future_clear(future *f) {
   if (f->meta) {
     free(f->meta->name);
     free(f->meta->flow);
+    free(atomic_load(&f->meta->remote));
     free(f->meta);
   }
   if (f->cause) future_unref(f->cause);
@@ -1262,6 +1263,20 @@ void future_worker_label(int kind, int id, char *out, size_t size) {
   }
 }
 
+void future_mark_remote(future *f, const char *label, double started) {
+  future_meta *m = f->meta;
+  char *copy;
+  double zero = 0, offset;
+  struct timespec ts;
+  if (m == NULL || atomic_load(&m->remote) != NULL || (copy = strdup(label)) == NULL) return;
+  atomic_store(&m->remote, copy);
+  atomic_store_explicit(&m->worker_kind, META_REMOTE, memory_order_release);
+  /* From the epoch to this process's clock (weft_now()). */
+  clock_gettime(CLOCK_REALTIME, &ts);
+  offset = weft_now() - ((double)ts.tv_sec + (double)ts.tv_nsec * 1e-9);
+  if (started > 0) atomic_compare_exchange_strong(&m->started, &zero, started + offset);
+}
+
 void future_mark_started(future *f, int worker_kind, int worker_id, double when) {
   future_meta *m = f->meta;
   double zero = 0;
@@ -1282,7 +1297,7 @@ static void set_time(lua_State *L, const char *k, double t) {
 static int f_info(lua_State *L) {
   future *f = check_future(L, 1);
   future_meta *m = f->meta;
-  char who[64];
+  char who[300];
   if (f->pool && atomic_load(&f->state) == FS_PENDING) pool_refresh(f->pool, f);
   lua_createtable(L, 0, 7);
   lua_pushinteger(L, atomic_load_explicit(&f->attempts, memory_order_relaxed));
@@ -1296,8 +1311,12 @@ static int f_info(lua_State *L) {
     lua_pushstring(L, m->flow);
     lua_setfield(L, -2, "flow");
   }
-  future_worker_label(atomic_load_explicit(&m->worker_kind, memory_order_relaxed),
-                      atomic_load_explicit(&m->worker_id, memory_order_relaxed), who, sizeof who);
+  if (atomic_load_explicit(&m->worker_kind, memory_order_acquire) == META_REMOTE)
+    snprintf(who, sizeof who, "%s", atomic_load(&m->remote));
+  else
+    future_worker_label(atomic_load_explicit(&m->worker_kind, memory_order_relaxed),
+                        atomic_load_explicit(&m->worker_id, memory_order_relaxed), who,
+                        sizeof who);
   if (who[0]) lua_pushstring(L, who); else lua_pushnil(L);
   lua_setfield(L, -2, "worker");
   set_time(L, "submitted", m->submitted);

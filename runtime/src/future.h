@@ -98,9 +98,10 @@ typedef struct future_meta {
   _Atomic double finished;     /* it settled (0: not yet) */
   atomic_int worker_kind;      /* META_THREAD, META_PROCESS, META_INLINE or 0 */
   atomic_int worker_id;        /* the thread's index, or the process id */
+  _Atomic(char *) remote;      /* META_REMOTE: the remote worker's label */
 } future_meta;
 
-enum { META_THREAD = 1, META_PROCESS, META_INLINE };
+enum { META_THREAD = 1, META_PROCESS, META_INLINE, META_REMOTE };
 
 /* The task name of f for messages, or NULL. */
 static inline const char *future_name(const future *f) {
@@ -117,6 +118,10 @@ int future_meta_init(future *f, const char *name, const char *flow);
 /* Notes that an attempt of f's task began on a worker at `when`
  * (weft_now()); any thread. */
 void future_mark_started(future *f, int worker_kind, int worker_id, double when);
+/* Notes that f's task ran on a remote worker (`label`, e.g. "host:123
+ * process 456") from `started`, seconds since the epoch; before f
+ * settles, by the one thread that settles it. */
+void future_mark_remote(future *f, const char *label, double started);
 
 /* A dependent task hung on a future; also a work item once the future
  * settles (see future_settle and pool.c). */

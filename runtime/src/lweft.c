@@ -14,6 +14,7 @@
 #include "log.h"
 #include "wire.h"
 #include "pool.h"
+#include "rworker.h"
 #include "stop.h"
 #include "proto.h"
 #include "weft.h"
@@ -57,6 +58,7 @@ int luaopen_weft_core(lua_State *L) {
   static const luaL_Reg funcs[] = {
       {"_wire_encode", l_wire_encode},
       {"_wire_decode", l_wire_decode},
+      {"redis_serve", rworker_serve},
       {NULL, NULL}};
   pin_module();
   luaL_newlib(L, funcs);

@@ -55,6 +55,7 @@
 #include "child.h"
 #include "log.h"
 #include "procs.h"
+#include "rclient.h"
 #include "run.h"
 #include "wire.h"
 
@@ -120,6 +121,7 @@ void pool_unref(pool *p) {
     free(w);
   }
   procs_free(p);
+  rclient_free(p);
   free(p->ring);
   proto_keep_free(&p->blobs);
   free(p->init_msg);
@@ -179,6 +181,8 @@ static void enqueue(pool *p, task *t, int front) {
     pthread_mutex_unlock(&p->home->lock);
   } else if (p->kind == POOL_PROCESSES) {
     procs_wake(p);
+  } else if (p->kind == POOL_REDIS) {
+    rclient_wake(p);
   }
   pool_unref(p);
 }
@@ -233,8 +237,11 @@ static void pool_submit_ready(pool *p, task *t) {
     pool_enqueue(p, t);
     return;
   }
-  if (p->kind == POOL_PROCESSES) {   /* (its supervisor counts in nidle) */
-    if (atomic_load(&p->nidle) > 0) procs_wake(p);
+  if (p->kind == POOL_PROCESSES || p->kind == POOL_REDIS) {   /* (their one
+                                                                    thread counts in nidle) */
+    if (atomic_load(&p->nidle) > 0) {
+      if (p->kind == POOL_PROCESSES) procs_wake(p); else rclient_wake(p);
+    }
     return;
   }
   /* Dekker with pool_take, all seq_cst: we published the task, then look
@@ -599,6 +606,7 @@ void pool_on_cancel(struct pool *p, future *f) {
 
 int pool_cancel_pending(struct pool *p, future *f) {
   if (p->kind == POOL_PROCESSES) return procs_cancel_pending(p, f);
+  if (p->kind == POOL_REDIS) return rclient_cancel_pending(p, f);
   return future_settle(f, FS_CANCELLED, NULL, 0, NULL);
 }
 
@@ -633,7 +641,8 @@ int pool_force_cancel(struct pool *p, future *f) {
     found = 1;
   }
   if (!found && p->kind == POOL_PROCESSES) procs_force_cancel(p, f);
-  for (i = 0; slots && !found && p->kind != POOL_PROCESSES && i < n; i++) {
+  if (!found && p->kind == POOL_REDIS) rclient_force_cancel(p, f);
+  for (i = 0; slots && !found && p->kind < POOL_PROCESSES && i < n; i++) {
     worker *w = slots[i];
     pthread_mutex_lock(&w->lock);
     if (w->task && w->task->f == f && !w->abandoned) {
@@ -665,6 +674,22 @@ static void pool_finish(pool *p, worker *w, task *t, run_outcome *out) {
     return;
   }
   if (failed) pool_note_failure(p, t->f);
+}
+
+void pool_remote_done(pool *p, future *f, int state, char *data, size_t len) {
+  worker *w = p->slots[0];
+  atomic_long *counter = state == FS_FINISHED ? &w->completed : &w->failed;
+  atomic_fetch_add(&w->started, 1);
+  if (state != FS_CANCELLED) atomic_fetch_add(counter, 1);
+  if (future_settle(f, state, data, len, NULL) != 0) {
+    if (state != FS_CANCELLED) atomic_fetch_sub(counter, 1);
+    atomic_fetch_sub(&w->started, 1);
+    free(data);
+  } else if (state == FS_FAILED) {
+    pool_note_failure(p, f);
+  } else if (state == FS_CANCELLED) {
+    atomic_fetch_add(&p->stopped, 1);
+  }
 }
 
 int pool_attempt_start(worker *w, task *t) {
@@ -709,7 +734,7 @@ static void run_task(lua_State *L, task *t, run_outcome *out) {
     return;
   }
   for (i = 0; i < t->ndeps; i++) deps[i] = task_dep(t, i);
-  run_message(L, t->msg, t->len, deps, t->ndeps, future_name(t->f), 1, out);
+  run_message(L, t->msg, t->len, deps, t->ndeps, future_name(t->f), !t->outside, out);
   if (deps != small) free(deps);
 }
 
@@ -890,6 +915,8 @@ static void pool_join(pool *p) {
   int i;
   if (p->kind == POOL_PROCESSES) {
     procs_join(p);
+  } else if (p->kind == POOL_REDIS) {
+    rclient_join(p);
   } else {
     for (i = 0; i < p->nworkers; i++)
       if (p->slots[i]->running) pthread_join(p->slots[i]->thread, NULL);
@@ -927,6 +954,7 @@ static void pool_shutdown(lua_State *L, pool *p, int wait, int cancel) {
   pthread_cond_broadcast(&p->work);
   pthread_mutex_unlock(&p->lock);
   if (p->kind == POOL_PROCESSES) procs_wake(p);
+  if (p->kind == POOL_REDIS) rclient_wake(p);
   /* Cancel outside the lock: cancelling settles futures, which may release
    * dependents into this very pool. */
   while ((t = queued) != NULL) {
@@ -954,6 +982,8 @@ static void pool_shutdown(lua_State *L, pool *p, int wait, int cancel) {
   home_dispatch(L);
   if (wait || p->kind == POOL_INLINE) pool_report_failures(L, p, 1);
 }
+
+pool *pool_from_lua(lua_State *L, int idx) { return check_pool(L, idx); }
 
 static int ex_shutdown(lua_State *L) {
   pool *p = check_pool(L, 1);
@@ -1057,7 +1087,8 @@ static int ex_check_open(lua_State *L) {
 }
 
 static const char *kind_name(const pool *p) {
-  return p->kind == POOL_INLINE ? "inline" : p->kind == POOL_THREADS ? "threads" : "processes";
+  static const char *const names[] = {"inline", "threads", "processes", "redis"};
+  return names[p->kind];
 }
 
 static int ex_stats(lua_State *L) {
@@ -1090,6 +1121,7 @@ static int ex_stats(lua_State *L) {
   lua_pushstring(L, kind_name(p));
   lua_setfield(L, -2, "kind");
   if (p->kind == POOL_PROCESSES) procs_stats(L, p);
+  if (p->kind == POOL_REDIS) rclient_stats(L, p);
   if (p->name) {
     lua_pushstring(L, p->name);
     lua_setfield(L, -2, "name");
@@ -1117,6 +1149,10 @@ typedef struct task_spec {
   char name[128];                    /* "" for none */
 } task_spec;
 
+
+static void submit_msg(lua_State *L, pool *p, wire_enc *e, const char *msg, size_t len,
+                       proto_blob **blobs, size_t nblobs, future **deps, size_t ndeps,
+                       const task_spec *spec, int outside);
 
 /* core._task_metatable(mt): tells submit what a weft.task looks like. */
 static int l_task_metatable(lua_State *L) {
@@ -1175,11 +1211,18 @@ static void read_task(lua_State *L, pool *p, const char *what, task_spec *spec) 
 }
 
 /* Builds the task for an encoded message and hangs it on its
- * dependencies; pushes its future. */
+ * dependencies; pushes its future.  The task takes over the references
+ * the encoder holds. */
 static void submit_encoded(lua_State *L, pool *p, wire_enc *e, const task_spec *spec) {
+  submit_msg(L, p, e, e->out.data, e->out.len, e->blobs, e->nblobs, e->deps, e->ndeps, spec, 0);
+}
+
+static void submit_msg(lua_State *L, pool *p, wire_enc *e, const char *msg, size_t len,
+                       proto_blob **blobs, size_t nblobs, future **deps, size_t ndeps,
+                       const task_spec *spec, int outside) {
   size_t delays = (size_t)spec->ndelays * sizeof(double);
-  size_t ptrs = (e->nblobs + e->ndeps) * sizeof(void *);
-  size_t need = sizeof(task) + delays + ptrs + e->out.len;
+  size_t ptrs = (nblobs + ndeps) * sizeof(void *);
+  size_t need = sizeof(task) + delays + ptrs + len;
   future *f = future_new(p->home, p);
   task *t = NULL;
   size_t i;
@@ -1196,10 +1239,10 @@ static void submit_encoded(lua_State *L, pool *p, wire_enc *e, const task_spec *
     if (t) t->size = need < 256 ? 256 : need;
   }
   if (f == NULL || t == NULL ||
-      ((spec->name[0] || p->home->flow) && future_meta_init(f, spec->name, p->home->flow))) {
+      ((spec->name[0] || p->home->flow || p->kind == POOL_REDIS || outside) && future_meta_init(f, spec->name, p->home->flow))) {
     free(t);
     if (f) future_unref(f);
-    wire_enc_free(e);
+    if (e) wire_enc_free(e);
     luaL_error(L, "weft: out of memory");
   }
   pool_ref(p);
@@ -1212,22 +1255,25 @@ static void submit_encoded(lua_State *L, pool *p, wire_enc *e, const task_spec *
   t->timeout = spec->timeout;
   t->retries = spec->retries;
   t->attempt = 1;
+  t->outside = outside;
   t->delays = (double *)(void *)(t + 1);
   t->ndelays = spec->ndelays;
   memcpy(t->delays, spec->delays, delays);
   /* The message owns the references the encoder took. */
   t->blobs = (proto_blob **)(void *)(t->delays + spec->ndelays);
-  t->nblobs = e->nblobs;
-  memcpy(t->blobs, e->blobs, e->nblobs * sizeof *t->blobs);
-  t->deps = (future **)(t->blobs + e->nblobs);
-  t->ndeps = e->ndeps;
-  memcpy(t->deps, e->deps, e->ndeps * sizeof *t->deps);
-  t->msg = (char *)(t->deps + e->ndeps);
-  t->len = e->out.len;
-  memcpy(t->msg, e->out.data, e->out.len);
-  e->nblobs = e->ndeps = 0;
-  wire_enc_keep_buffer(e, &p->encbuf);
-  wire_enc_free(e);
+  t->nblobs = nblobs;
+  if (nblobs) memcpy(t->blobs, blobs, nblobs * sizeof *t->blobs);
+  t->deps = (future **)(t->blobs + nblobs);
+  t->ndeps = ndeps;
+  if (ndeps) memcpy(t->deps, deps, ndeps * sizeof *t->deps);
+  t->msg = (char *)(t->deps + ndeps);
+  t->len = len;
+  memcpy(t->msg, msg, len);
+  if (e) {
+    e->nblobs = e->ndeps = 0;
+    wire_enc_keep_buffer(e, &p->encbuf);
+    wire_enc_free(e);
+  }
   future_push(L, f);
   pool_bump(&p->submitted);
   /* Keep the list of failures-to-report from growing without bound: drop
@@ -1269,6 +1315,36 @@ static void submit_encoded(lua_State *L, pool *p, wire_enc *e, const task_spec *
     }
   }
   if (atomic_fetch_sub(&t->pending, 1) == 1) task_ready(t);
+}
+
+void pool_submit_outside(lua_State *L, pool *p, const char *msg, size_t len,
+                         const wire_dep *deps, size_t ndeps, const char *name, double timeout,
+                         int retries, const double *delays, int ndelays) {
+  task_spec spec;
+  future *small[8], **fs = small;
+  size_t i;
+  if (ndeps > 8 && (fs = malloc(ndeps * sizeof *fs)) == NULL) luaL_error(L, "weft: out of memory");
+  spec.timeout = timeout;
+  spec.retries = retries;
+  spec.ndelays = ndelays < SPEC_MAX_DELAYS ? ndelays : SPEC_MAX_DELAYS;
+  memcpy(spec.delays, delays, (size_t)spec.ndelays * sizeof *delays);
+  snprintf(spec.name, sizeof spec.name, "%s", name ? name : "");
+  /* Each dependency becomes a finished future of its results. */
+  for (i = 0; i < ndeps; i++) {
+    char *copy = malloc(deps[i].len ? deps[i].len : 1);
+    fs[i] = future_new(p->home, NULL);
+    if (fs[i] == NULL || copy == NULL) {
+      free(copy);
+      if (fs[i]) future_unref(fs[i]);
+      while (i-- > 0) future_unref(fs[i]);
+      if (fs != small) free(fs);
+      luaL_error(L, "weft: out of memory");
+    }
+    if (deps[i].len) memcpy(copy, deps[i].data, deps[i].len);
+    future_settle(fs[i], FS_FINISHED, copy, deps[i].len, NULL);
+  }
+  submit_msg(L, p, NULL, msg, len, NULL, 0, fs, ndeps, &spec, 1);
+  if (fs != small) free(fs);
 }
 
 static pool *submittable(lua_State *L, const char *what, task_spec *spec) {
@@ -1320,7 +1396,7 @@ static void inline_run(lua_State *L, pool *p, int fidx) {
 /* Starts a task message: in-process pools get pointers to shared bytecode
  * (kept alive by the pool), a process pool the bytecode itself. */
 static void encoder_init(wire_enc *e, lua_State *L, pool *p) {
-  int outside = p->kind == POOL_PROCESSES;
+  int outside = p->kind >= POOL_PROCESSES;
   wire_enc_init_with(e, L, outside, 1, &p->encbuf);
   if (!outside) e->keep = &p->blobs;
 }
@@ -1419,7 +1495,9 @@ static int l_executors(lua_State *L) {
 static void pool_abort(lua_State *L, pool *p) {
   int i;
   pool_shutdown(L, p, 0, 1);
-  if (p->kind == POOL_PROCESSES) {
+  if (p->kind == POOL_REDIS) {
+    rclient_abort(p);
+  } else if (p->kind == POOL_PROCESSES) {
     procs_abort(p);
   } else if (p->kind == POOL_THREADS) {
     for (i = 0; i < p->nworkers; i++) {
@@ -1497,6 +1575,27 @@ static void read_procs_opts(lua_State *L, int t, procs_opts *o, char *path, size
   o->worker_path = s;
 }
 
+/* A Redis executor's client, from the options at index t (checked by
+ * weft.redis): url, queue, secret, result_ttl, max_deliveries. */
+static void start_redis(lua_State *L, pool *p, int t) {
+  rclient_opts o;
+  char err[2600];
+  int kind;
+  memset(&o, 0, sizeof o);
+  luaL_checktype(L, t, LUA_TTABLE);
+  lua_getfield(L, t, "url");
+  o.url = luaL_checkstring(L, -1);
+  if (lua_getfield(L, t, "queue") == LUA_TSTRING) o.queue = lua_tostring(L, -1);
+  if (lua_getfield(L, t, "secret") == LUA_TSTRING) o.secret = lua_tolstring(L, -1, &o.secret_len);
+  o.result_ttl = opt_number(L, t, "result_ttl", 3600);
+  o.max_deliveries = (int)opt_number(L, t, "max_deliveries", 3);
+  if (rclient_start(p, &o, &kind, err, sizeof err) != 0) {
+    pool_shutdown(L, p, 1, 1);
+    weft_error(L, (weft_kind)kind, "weft.redis: %s", err);
+  }
+  lua_pop(L, 3);
+}
+
 /* core.pool(kind, workers, name, init, init_args, timeout, opts) -> executor */
 static int l_pool(lua_State *L) {
   const char *kind = luaL_checkstring(L, 1);
@@ -1507,6 +1606,7 @@ static int l_pool(lua_State *L) {
   int i;
   pool_kind k = strcmp(kind, "inline") == 0      ? POOL_INLINE
                 : strcmp(kind, "processes") == 0 ? POOL_PROCESSES
+                : strcmp(kind, "redis") == 0     ? POOL_REDIS
                                                  : POOL_THREADS;
   lua_settop(L, 7);
   if (n <= 0 || n > POOL_MAX_WORKERS)
@@ -1518,7 +1618,7 @@ static int l_pool(lua_State *L) {
   memset(p, 0, sizeof *p);
   atomic_init(&p->refs, 1);
   p->kind = k;
-  p->nworkers = p->kind == POOL_INLINE ? 1 : (int)n;
+  p->nworkers = p->kind == POOL_INLINE || p->kind == POOL_REDIS ? 1 : (int)n;
   p->timeout = lua_type(L, 6) == LUA_TNUMBER ? lua_tonumber(L, 6) : -1;
   atomic_init(&p->all, NULL);
   {
@@ -1589,6 +1689,7 @@ static int l_pool(lua_State *L) {
       atomic_init(&p->ring[k].seq, k);
       p->ring[k].t = NULL;
     }
+    if (p->kind == POOL_REDIS) start_redis(L, p, 7);
     if (p->kind == POOL_PROCESSES && (rc = procs_start(p, &po)) != 0) {
       pool_shutdown(L, p, 1, 1);
       return weft_error(L, WK_CONFIG, "cannot start the process pool's supervisor: %s",

@@ -19,10 +19,11 @@
 #include "run.h"
 #include "stop.h"
 
-typedef enum { POOL_INLINE, POOL_THREADS, POOL_PROCESSES } pool_kind;
+typedef enum { POOL_INLINE, POOL_THREADS, POOL_PROCESSES, POOL_REDIS } pool_kind;
 
 struct worker;
 struct procs;
+struct rclient;
 
 typedef struct task {
   struct task *next;
@@ -50,6 +51,8 @@ typedef struct task {
   int ndelays;
   dl_timer retry_timer;
   struct worker *worker;        /* the worker running the attempt */
+  int outside;                  /* the message came from another process
+                                   (Redis): it is decoded as untrusted */
 } task;
 
 enum { TASK_DEPS = 1, TASK_DELAYED = 2 };
@@ -118,6 +121,7 @@ typedef struct pool {
   size_t init_len;
   ring_cell *ring;               /* POOL_RING cells (not inline) */
   struct procs *procs;           /* a process pool's supervisor */
+  struct rclient *rc;            /* a Redis executor's client (rclient.h) */
 
   /* === the queue: guarded by lock =======================================*/
   _Alignas(CACHE_LINE) pthread_mutex_t lock;   /* rank 1 ("pool"); may take a home lock */
@@ -217,7 +221,20 @@ void pool_task_retry(pool *p, task *t);
 void pool_task_done(pool *p, task *t);
 void pool_task_free(task *t);
 void pool_settle_timeout(pool *p, future *f, double seconds);
+/* A Redis executor's task got its outcome from the server (any thread):
+ * settles its future with `state` and `data` (taken over) and counts it. */
+void pool_remote_done(pool *p, future *f, int state, char *data, size_t len);
 void pool_wake_owner(pool *p);
+
+/* Submits a task message made by another process (a Redis task: a
+ * self-contained wire message, decoded untrusted) with its dependencies'
+ * results; pushes its future.  For `weft worker` (rworker.c). */
+void pool_submit_outside(lua_State *L, pool *p, const char *msg, size_t len,
+                         const wire_dep *deps, size_t ndeps, const char *name, double timeout,
+                         int retries, const double *delays, int ndelays);
+
+/* The executor at idx (raises kind config for anything else). */
+pool *pool_from_lua(lua_State *L, int idx);
 
 /* weft_shutdown: every executor L made is shut down now, queued tasks
  * cancelled and running ones stopped. */

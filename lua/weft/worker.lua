@@ -1,0 +1,130 @@
+-- weft.worker -- `weft worker URL [options]`: reads the options, builds the
+-- local pool and serves the queue (the serving itself is C: rworker.c).
+
+local weft = require "weft"
+local core = require "weft.core"
+
+local M = {}
+
+M.usage = [[
+usage: weft worker URL [options]
+
+Serves the queue of a Redis executor (weft.redis): takes its tasks and runs
+them in a local pool, enforcing each task's timeout here.  Start any number
+of workers, on any machines; they can join and leave while flows run.
+
+URL: redis://[user:password@]host[:port][/db][?queue=q]
+     unix:///path/to/redis.sock[?db=n&queue=q]
+
+options:
+  --queue Q          the queue (default: the URL's, else "default")
+  --workers N        tasks run at once (default: one per CPU)
+  --threads          run tasks in threads of this process, not in child
+                     processes (faster to start; a crashing task takes the
+                     worker down, and its tasks are delivered again)
+  --heartbeat S      seconds between heartbeats (default 1)
+  --claim-idle S     take over a dead worker's tasks after S seconds without
+                     its heartbeat (default 10; at least 2 heartbeats)
+  --prefetch N       tasks taken from the queue at once (default 2 x workers)
+  --name NAME        this worker's consumer name (default host:pid)
+  --help             this text
+
+environment: WEFT_SECRET, the secret messages are signed with (the same as
+the clients').  Without it, anyone who can write to the queue can run code
+on this machine.
+
+Delivery is at least once: a task whose worker dies is run again by
+another, so tasks should be idempotent.  SIGTERM (or Ctrl-C) stops taking
+tasks; the running ones finish and their results are stored.
+]]
+
+local function fail(fmt, ...)
+  error(setmetatable({ kind = "config", message = "weft worker: " .. fmt:format(...) },
+                     { __tostring = function(e) return e.message end }), 0)
+end
+
+local function number(name, v, min)
+  local n = tonumber(v)
+  if not n or n ~= n or n < min or n > 1e6 then
+    fail("%s needs a number of at least %g, got %s", name, min, tostring(v))
+  end
+  return n
+end
+
+-- Reads the arguments: the options table, or nil after printing help.
+function M.parse(args)
+  local o = { heartbeat = 1, claim_idle = 10 }
+  local i = 1
+  while i <= #args do
+    local a = args[i]
+    local function value()
+      i = i + 1
+      if args[i] == nil then fail("%s needs a value (see 'weft worker --help')", a) end
+      return args[i]
+    end
+    if a == "--help" or a == "-h" then
+      io.stdout:write(M.usage)
+      return nil
+    elseif a == "--queue" then o.queue = value()
+    elseif a == "--workers" then
+      local n = math.tointeger(tonumber(value()))
+      if not n or n < 1 or n > core.max_workers then
+        fail("--workers needs a whole number from 1 to %d, got %s", core.max_workers, args[i])
+      end
+      o.workers = n
+    elseif a == "--threads" then o.threads = true
+    elseif a == "--heartbeat" then o.heartbeat = number(a, value(), 0.01)
+    elseif a == "--claim-idle" then o.claim_idle = number(a, value(), 0.05)
+    elseif a == "--prefetch" then
+      local n = math.tointeger(tonumber(value()))
+      if not n or n < 1 or n > 100000 then
+        fail("--prefetch needs a whole number from 1 to 100000, got %s", args[i])
+      end
+      o.prefetch = n
+    elseif a == "--name" then o.name = value()
+    elseif a:sub(1, 1) == "-" then
+      fail("unknown option %s (see 'weft worker --help')", a)
+    elseif o.url then
+      fail("one URL only, got %s and %s", o.url, a)
+    else
+      o.url = a
+    end
+    i = i + 1
+  end
+  if not o.url then fail("no URL (as in: weft worker redis://127.0.0.1:6379/0)") end
+  if o.claim_idle < 2 * o.heartbeat then
+    fail("--claim-idle (%g s) must be at least two heartbeats (2 x %g s): a live worker's "
+         .. "tasks would be taken over", o.claim_idle, o.heartbeat)
+  end
+  return o
+end
+
+function M.main(args)
+  local o = M.parse(args)
+  if not o then return 0 end
+  local secret = os.getenv("WEFT_SECRET")
+  if secret == "" then secret = nil end
+  local n = o.workers or core.default_workers()
+  local pool, what
+  if o.threads then
+    pool = weft.threads { workers = n, name = "worker" }
+    what = ("%d thread%s"):format(n, n == 1 and "" or "s")
+  else
+    pool = weft.processes { workers = n, name = "worker" }
+    what = ("%d process%s"):format(n, n == 1 and "" or "es")
+  end
+  local queue = o.queue
+  if not secret then
+    io.stderr:write(("weft worker: warning: no secret (WEFT_SECRET) is set: anyone who can "
+                     .. "write to the queue %s on this Redis can run code on this machine\n")
+                    :format(queue or (o.url:match("[?&]queue=([^&]+)")) or "default"))
+  end
+  local status = core.redis_serve(pool, {
+    url = o.url, queue = queue, secret = secret, heartbeat = o.heartbeat,
+    claim_idle = o.claim_idle, name = o.name, prefetch = o.prefetch, what = what,
+  })
+  pool:shutdown()
+  return status
+end
+
+return M

@@ -1,0 +1,844 @@
+/*
+ * rclient.c -- the Redis executor's client side (see rclient.h).
+ */
+#include "rclient.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <lauxlib.h>
+#include <math.h>
+#include <poll.h>
+#include <sodium.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include "deadline.h"
+#include "rconn.h"
+#include "rkeys.h"
+#include "rmsg.h"
+
+#define BATCH 256                /* XADDs per pipeline */
+#define CMD_TIMEOUT 5.0          /* seconds for a reply */
+#define LISTEN_BLOCK "0.5"       /* seconds BLMPOP waits */
+#define WAKE "W"                 /* a list element that only wakes the listener */
+
+/* A task on its way: sent (or being sent) and not settled. */
+typedef struct rtask {
+  struct rtask *next;            /* bucket chain */
+  task *t;
+  future *f;                     /* fail_expired's own reference */
+  double timeout;                /* the task's, < 0: none */
+  uint32_t seq;
+  int sent;                      /* the XADD was answered: entry holds the id */
+  char entry[48];
+} rtask;
+
+typedef struct rclient {
+  pool *p;
+  rconn_addr addr;
+  char where[1100];
+  rkeys keys;
+  rmsg_key key;
+  char cid[17];                  /* this client's id (hex) */
+  double ttl;
+  int max_deliveries;
+  int efd;                       /* wakes the sender */
+  atomic_int stop;               /* abort: the threads leave now */
+  atomic_int sender_gone;
+  pthread_t sender, listener;
+  int started;                   /* threads started (0, 1 or 2) */
+  /* Guarded by lock, rank 0 ("rclient"): taken before any pool or home
+   * lock, never under one. */
+  pthread_mutex_t lock;
+  pthread_cond_t sent_cond;      /* an XADD was answered */
+  rtask **buckets;
+  size_t nbuckets, count;
+  uint32_t next_seq;             /* the sender's */
+  /* The owner's connection (cancels, stats, shutdown), under cmd_lock,
+   * rank 0.5: taken with no other lock held. */
+  pthread_mutex_t cmd_lock;
+  rconn cmd;
+  /* Counters, for stats(). */
+  atomic_long completed, failed, timed_out, redelivered, dead_lettered;
+  atomic_int down;               /* the listener has no connection */
+} rclient;
+
+#define RC(p) ((rclient *)(p)->rc)
+
+/* === the table of tasks in flight (rc->lock) ============================ */
+
+static rtask **slot_of(rclient *rc, uint32_t seq) {
+  return &rc->buckets[seq & (rc->nbuckets - 1)];
+}
+
+static int table_put(rclient *rc, rtask *rt) {
+  if (rc->count >= rc->nbuckets) {   /* grow: load factor 1 */
+    size_t n = rc->nbuckets * 2, i;
+    rtask **nb = calloc(n, sizeof *nb);
+    if (nb == NULL) return -1;
+    for (i = 0; i < rc->nbuckets; i++) {
+      rtask *x, *next;
+      for (x = rc->buckets[i]; x; x = next) {
+        next = x->next;
+        x->next = nb[x->seq & (n - 1)];
+        nb[x->seq & (n - 1)] = x;
+      }
+    }
+    free(rc->buckets);
+    rc->buckets = nb;
+    rc->nbuckets = n;
+  }
+  rt->next = *slot_of(rc, rt->seq);
+  *slot_of(rc, rt->seq) = rt;
+  rc->count++;
+  return 0;
+}
+
+static rtask *table_get(rclient *rc, uint32_t seq) {
+  rtask *x;
+  for (x = *slot_of(rc, seq); x && x->seq != seq; x = x->next) {}
+  return x;
+}
+
+static rtask *table_take(rclient *rc, uint32_t seq) {
+  rtask **at;
+  for (at = slot_of(rc, seq); *at && (*at)->seq != seq; at = &(*at)->next) {}
+  if (*at) {
+    rtask *x = *at;
+    *at = x->next;
+    rc->count--;
+    return x;
+  }
+  return NULL;
+}
+
+/* The in-flight record of f, if it has one. */
+static rtask *table_of(rclient *rc, future *f) {
+  rtask *rt = table_get(rc, f->claim_id);
+  return rt && rt->t->f == f ? rt : NULL;
+}
+
+/* === settling ============================================================ */
+
+/* Ownership of an rtask: whoever takes it out of the table owns it if it
+ * was sent (then it calls pool_task_done and frees it); an unsent one stays
+ * the sender's, which frees it once it finds it gone from the table.
+ * Whoever takes it settles its future, holding a reference of its own. */
+
+/* Settles f, whose task got no result, with an error record of `kind`. */
+static void settle_error(rclient *rc, future *f, weft_kind kind, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static void settle_error(rclient *rc, future *f, weft_kind kind, const char *fmt, ...) {
+  char msg[2600];
+  size_t len;
+  char *data;
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  data = wire_record(weft_kind_name(kind), msg, future_name(f), &len);
+  atomic_fetch_add(&rc->failed, 1);
+  pool_remote_done(rc->p, f, data ? FS_FAILED : FS_CANCELLED, data, len);
+}
+
+static void handle_result(rclient *rc, const char *elem, size_t len) {
+  rmsg_result r;
+  const char *why;
+  rtask *rt;
+  char *data = NULL, label[300];
+  size_t cl = strlen(rc->cid);
+  unsigned long long seq;
+  char *end;
+  future *f = NULL;
+  int owned = 0;
+  if (len == 1 && elem[0] == WAKE[0]) return;
+  if (rmsg_parse_result(&rc->key, elem, len, &r, &why) != 0) {
+    fprintf(stderr, "weft: ignored a result on %s: %s\n", rc->keys.reply, why);
+    return;
+  }
+  if (r.id.len <= cl + 1 || r.id.len > 40 || memcmp(r.id.p, rc->cid, cl) != 0 ||
+      r.id.p[cl] != '-')
+    return;   /* (not ours: cannot happen on our own list) */
+  {
+    char num[32];
+    memcpy(num, r.id.p + cl + 1, r.id.len - cl - 1);
+    num[r.id.len - cl - 1] = '\0';
+    seq = strtoull(num, &end, 10);
+    if (*end || seq > UINT32_MAX) return;
+  }
+  pthread_mutex_lock(&rc->lock);
+  if ((rt = table_take(rc, (uint32_t)seq)) != NULL) {
+    owned = rt->sent;
+    f = rt->t->f;
+    future_ref(f);
+  }
+  pthread_mutex_unlock(&rc->lock);
+  if (rt == NULL) return;   /* cancelled here already, or a second result */
+  snprintf(label, sizeof label, "%.*s", (int)r.worker.len, r.worker.p);
+  future_mark_remote(f, label, r.started);
+  atomic_store(&f->attempts, (int)r.deliveries);
+  if (r.deliveries > 1) atomic_fetch_add(&rc->redelivered, 1);
+  if (r.flags & RMSG_TIMED_OUT) atomic_fetch_add(&rc->timed_out, 1);
+  if (r.flags & RMSG_DEAD) atomic_fetch_add(&rc->dead_lettered, 1);
+  if (r.state != FS_CANCELLED) {
+    data = malloc(r.outcome.len);
+    if (data == NULL) {
+      settle_error(rc, f, WK_TASK, "out of memory reading the result of a Redis task");
+      goto out;
+    }
+    memcpy(data, r.outcome.p, r.outcome.len);
+  }
+  atomic_fetch_add(r.state == FS_FINISHED ? &rc->completed : &rc->failed, 1);
+  pool_remote_done(rc->p, f, r.state, data, r.outcome.len);
+out:
+  future_unref(f);
+  if (owned) {
+    pool_task_done(rc->p, rt->t);
+    free(rt);
+  }
+}
+
+/* While the server is gone: fails the tasks whose timeout has passed since
+ * it went away. */
+static void fail_expired(rclient *rc, double since, const char *err) {
+  double now = weft_now();
+  rtask *expired = NULL, *rt;
+  size_t i;
+  pthread_mutex_lock(&rc->lock);
+  for (i = 0; i < rc->nbuckets; i++) {
+    rtask **at = &rc->buckets[i];
+    while ((rt = *at) != NULL) {
+      if (rt->t->timeout >= 0 && now - since > rt->t->timeout) {
+        *at = rt->next;
+        rc->count--;
+        rt->next = expired;
+        expired = rt;
+        rt->f = rt->t->f;   /* (the sender may free an unsent task) */
+        future_ref(rt->f);
+      } else {
+        at = &rt->next;
+      }
+    }
+  }
+  pthread_mutex_unlock(&rc->lock);
+  while ((rt = expired) != NULL) {
+    expired = rt->next;
+    settle_error(rc, rt->f, WK_BROKEN,
+                 "%s, and it did not come back within the task's timeout (%g s)", err,
+                 rt->timeout);
+    future_unref(rt->f);
+    if (rt->sent) {
+      pool_task_done(rc->p, rt->t);
+      free(rt);
+    }
+  }
+}
+
+/* === the sender ========================================================= */
+
+static void sender_sleep(rclient *rc) {
+  pool *p = rc->p;
+  struct pollfd pfd = {rc->efd, POLLIN, 0};
+  atomic_store(&p->nidle, 1);
+  if (!pool_has_queued(p) && !pool_is_drained(p) && !atomic_load(&rc->stop))
+    poll(&pfd, 1, 1000);
+  atomic_store(&p->nidle, 0);
+  if (pfd.revents & POLLIN) {
+    uint64_t v;
+    while (read(rc->efd, &v, sizeof v) < 0 && errno == EINTR) {}
+  }
+}
+
+/* The task message of rt (signed when there is a key) into *b; its
+ * signature into sig.  -1 when it cannot be encoded. */
+static int encode_task(rclient *rc, rtask *rt, buf *b, unsigned char sig[RMSG_SIG]) {
+  task *t = rt->t;
+  rmsg_task m;
+  char id[64];
+  const char *small[8], **deps = small;
+  size_t smalll[8], *lens = smalll, i;
+  int rc_;
+  memset(&m, 0, sizeof m);
+  snprintf(id, sizeof id, "%s-%" PRIu32, rc->cid, rt->seq);
+  m.id.p = id;
+  m.id.len = strlen(id);
+  m.reply.p = rc->keys.reply;
+  m.reply.len = strlen(rc->keys.reply);
+  m.name.p = future_name(t->f) ? future_name(t->f) : "";
+  m.name.len = strlen(m.name.p);
+  m.timeout = t->timeout;
+  m.retries = (uint32_t)t->retries;
+  m.ndelays = (uint32_t)(t->ndelays < RMSG_MAX_DELAYS ? t->ndelays : RMSG_MAX_DELAYS);
+  for (i = 0; i < m.ndelays; i++) m.delays[i] = t->delays[i];
+  m.max_deliveries = (uint32_t)rc->max_deliveries;
+  m.ttl = (uint32_t)ceil(rc->ttl);
+  m.level = atomic_load_explicit(&t->f->home->log_level, memory_order_relaxed);
+  m.ndeps = (uint32_t)t->ndeps;
+  m.message.p = t->msg;
+  m.message.len = t->len;
+  if (t->ndeps > 8) {
+    deps = malloc(t->ndeps * sizeof *deps);
+    lens = malloc(t->ndeps * sizeof *lens);
+  }
+  if (deps == NULL || lens == NULL) {
+    rc_ = -1;
+  } else {
+    for (i = 0; i < t->ndeps; i++) {
+      wire_dep d = task_dep(t, i);
+      deps[i] = d.data ? d.data : "";
+      lens[i] = d.len;
+    }
+    b->len = 0;
+    rc_ = rmsg_put_task(b, &m, deps, lens);
+    if (rc_ == 0 && rc->key.set) rmsg_sign(&rc->key, b->data, b->len, sig);
+  }
+  if (deps != small) free(deps);
+  if (lens != smalll) free(lens);
+  return rc_;
+}
+
+static int append_xadd(rclient *rc, rconn *conn, rtask *rt, buf *b) {
+  unsigned char sig[RMSG_SIG];
+  const char *argv[7] = {"XADD", rc->keys.stream, "*", "m", NULL, "s", (const char *)sig};
+  size_t lens[7] = {4, strlen(rc->keys.stream), 1, 1, 0, 1, RMSG_SIG};
+  if (encode_task(rc, rt, b, sig) != 0) return 1;
+  argv[4] = b->data;
+  lens[4] = b->len;
+  return rconn_append(conn, rc->key.set ? 7 : 5, argv, lens) ? -1 : 0;
+}
+
+/* Takes the next task to send: a resend first, else the pool's queue.
+ * NULL when there is none. */
+static rtask *next_to_send(rclient *rc, rtask **resend) {
+  pool *p = rc->p;
+  for (;;) {
+    rtask *rt;
+    task *t;
+    if (*resend) {
+      int mine;
+      rt = *resend;
+      *resend = rt->next;
+      pthread_mutex_lock(&rc->lock);
+      mine = table_get(rc, rt->seq) == rt;
+      pthread_mutex_unlock(&rc->lock);
+      if (mine) return rt;
+      pool_task_done(p, rt->t);   /* cancelled meanwhile (rclient_abort) */
+      free(rt);
+      continue;
+    }
+    if ((t = pool_poll(p)) == NULL) return NULL;
+    rt = calloc(1, sizeof *rt);
+    pthread_mutex_lock(&rc->lock);
+    if (FS_IS_FINAL(future_state(t->f)) || rt == NULL) {   /* cancelled while queued */
+      pthread_mutex_unlock(&rc->lock);
+      if (rt == NULL) settle_error(rc, t->f, WK_TASK, "out of memory sending a task to Redis");
+      pool_task_done(p, t);
+      free(rt);
+      continue;
+    }
+    rt->t = t;
+    rt->timeout = t->timeout;
+    do rt->seq = ++rc->next_seq; while (rt->seq == 0 || table_get(rc, rt->seq));
+    t->f->claim_id = rt->seq;
+    atomic_store_explicit(&t->f->attempts, 1, memory_order_relaxed);
+    if (table_put(rc, rt) != 0) {
+      pthread_mutex_unlock(&rc->lock);
+      settle_error(rc, t->f, WK_TASK, "out of memory sending a task to Redis");
+      pool_task_done(p, t);
+      free(rt);
+      continue;
+    }
+    pthread_mutex_unlock(&rc->lock);
+    return rt;
+  }
+}
+
+/* Takes rt out of the table (it failed before it was sent). */
+static void drop_unsent(rclient *rc, rtask *rt, weft_kind kind, const char *why) {
+  int mine;
+  pthread_mutex_lock(&rc->lock);
+  mine = table_get(rc, rt->seq) == rt;
+  if (mine) table_take(rc, rt->seq);
+  pthread_cond_broadcast(&rc->sent_cond);
+  pthread_mutex_unlock(&rc->lock);
+  if (mine) settle_error(rc, rt->t->f, kind, "%s", why);
+  pool_task_done(rc->p, rt->t);
+  free(rt);
+}
+
+static void *sender_main(void *arg) {
+  rclient *rc = arg;
+  pool *p = rc->p;
+  rconn conn;
+  buf b = BUF_INIT;
+  rtask *resend = NULL, *batch[BATCH];
+  rconn_init(&conn, &rc->addr, CMD_TIMEOUT);
+  pthread_setname_np(pthread_self(), "weft:rsend");
+  while (!atomic_load(&rc->stop)) {
+    int n = 0, i, bad;
+    if (conn.c == NULL && rconn_ensure(&conn, &rc->stop, -1) != 0) break;
+    while (n < BATCH) {
+      rtask *rt = next_to_send(rc, &resend);
+      if (rt == NULL) break;
+      bad = append_xadd(rc, &conn, rt, &b);
+      if (bad > 0) {
+        char why[200];
+        snprintf(why, sizeof why, "the task cannot be sent to Redis: out of memory");
+        drop_unsent(rc, rt, WK_SERIALIZATION, why);
+        continue;
+      }
+      batch[n++] = rt;
+      if (bad < 0) break;   /* the connection failed: resend this batch */
+    }
+    if (n == 0) {
+      if (pool_is_drained(p) && resend == NULL) break;
+      sender_sleep(rc);
+      continue;
+    }
+    for (i = 0; i < n; i++) {
+      redisReply *r = conn.c ? rconn_reply(&conn) : NULL;
+      if (r == NULL) {   /* resend the rest after reconnecting, in order */
+        int j;
+        for (j = n - 1; j >= i; j--) {
+          batch[j]->next = resend;
+          resend = batch[j];
+        }
+        break;
+      }
+      if (r->type == REDIS_REPLY_STRING) {
+        int mine;
+        pthread_mutex_lock(&rc->lock);
+        mine = table_get(rc, batch[i]->seq) == batch[i];
+        snprintf(batch[i]->entry, sizeof batch[i]->entry, "%s", r->str);
+        batch[i]->sent = 1;
+        pthread_cond_broadcast(&rc->sent_cond);
+        pthread_mutex_unlock(&rc->lock);
+        if (!mine) {   /* cancelled while on its way */
+          pool_task_done(p, batch[i]->t);
+          free(batch[i]);
+        }
+      } else {
+        char why[2000];
+        snprintf(why, sizeof why, "Redis at %s refused the task: %s", rc->where,
+                 r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply to XADD");
+        drop_unsent(rc, batch[i], WK_BROKEN, why);
+      }
+      freeReplyObject(r);
+    }
+  }
+  /* Gone: what is left unsent fails (an abort, or a stop while the server
+   * is unreachable). */
+  while (resend) {
+    rtask *rt = resend;
+    resend = rt->next;
+    drop_unsent(rc, rt, WK_CANCELLED, "the executor was shut down before the task was sent");
+  }
+  if (conn.c) {   /* the listener may wait for results no longer coming */
+    const char *argv[3] = {"RPUSH", rc->keys.reply, WAKE};
+    redisReply *r = rconn_cmd(&conn, 3, argv, NULL);
+    if (r) freeReplyObject(r);
+  }
+  rconn_close(&conn);
+  buf_free(&b);
+  atomic_store(&rc->sender_gone, 1);
+  atomic_fetch_sub(&p->nalive, 1);
+  pool_wake_owner(p);
+  pool_unref(p);
+  return NULL;
+}
+
+/* === the listener ======================================================= */
+
+static int listener_done(rclient *rc) {
+  int done;
+  if (atomic_load(&rc->stop)) return 1;
+  if (!atomic_load(&rc->sender_gone)) return 0;
+  pthread_mutex_lock(&rc->lock);
+  done = rc->count == 0;
+  pthread_mutex_unlock(&rc->lock);
+  return done;
+}
+
+static void *listener_main(void *arg) {
+  rclient *rc = arg;
+  pool *p = rc->p;
+  rconn conn;
+  double down_since = 0;
+  char down_err[2400] = "";
+  const char *argv[7] = {"BLMPOP", LISTEN_BLOCK, "1", rc->keys.reply, "LEFT", "COUNT", "512"};
+  rconn_init(&conn, &rc->addr, CMD_TIMEOUT);
+  pthread_setname_np(pthread_self(), "weft:rlisten");
+  while (!listener_done(rc)) {
+    redisReply *r;
+    size_t i;
+    if (conn.c == NULL) {
+      if (rconn_open(&conn) != 0) {
+        if (down_since == 0) {
+          down_since = weft_now();
+          snprintf(down_err, sizeof down_err, "%s", conn.err);
+          atomic_store(&rc->down, 1);
+        }
+        fail_expired(rc, down_since, down_err);
+        rconn_ensure(&conn, &rc->stop, weft_now() + 0.25);
+        continue;
+      }
+      down_since = 0;
+      atomic_store(&rc->down, 0);
+    }
+    r = rconn_cmd(&conn, 7, argv, NULL);
+    if (r == NULL) continue;
+    if (r->type == REDIS_REPLY_ERROR) {   /* (a server that lost our AUTH) */
+      snprintf(conn.err, sizeof conn.err, "Redis at %s: %s", rc->where, r->str);
+      rconn_close(&conn);
+    } else if (r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
+               r->element[1]->type == REDIS_REPLY_ARRAY) {
+      redisReply *items = r->element[1];
+      for (i = 0; i < items->elements; i++)
+        if (items->element[i]->type == REDIS_REPLY_STRING)
+          handle_result(rc, items->element[i]->str, items->element[i]->len);
+    }
+    freeReplyObject(r);
+  }
+  rconn_close(&conn);
+  atomic_fetch_sub(&p->nalive, 1);
+  pool_wake_owner(p);
+  pool_unref(p);
+  return NULL;
+}
+
+/* === the owner's side =================================================== */
+
+/* The owner's connection, connected (cmd_lock held); NULL with *err. */
+static rconn *owner_conn(rclient *rc) {
+  if (rc->cmd.c == NULL && rconn_ensure(&rc->cmd, NULL, weft_now() + CMD_TIMEOUT) != 0)
+    return NULL;
+  return &rc->cmd;
+}
+
+static int ensure_group(rconn *c, const rkeys *k, char *err, size_t errlen) {
+  const char *argv[6] = {"XGROUP", "CREATE", k->stream, RKEYS_GROUP, "0", "MKSTREAM"};
+  redisReply *r = rconn_cmd(c, 6, argv, NULL);
+  int ok;
+  if (r == NULL) {
+    snprintf(err, errlen, "%s", c->err);
+    return -1;
+  }
+  ok = r->type != REDIS_REPLY_ERROR || strncmp(r->str, "BUSYGROUP", 9) == 0;
+  if (!ok) snprintf(err, errlen, "cannot create the consumer group of %s: %s", k->stream, r->str);
+  freeReplyObject(r);
+  return ok ? 0 : -1;
+}
+
+int rclient_start(pool *p, const rclient_opts *o, int *kind, char *err, size_t errlen) {
+  rclient *rc = calloc(1, sizeof *rc);
+  unsigned char id[8];
+  int i, rc_;
+  *kind = WK_CONFIG;
+  if (rc == NULL) {
+    snprintf(err, errlen, "out of memory");
+    return -1;
+  }
+  p->rc = rc;
+  rc->p = p;
+  rc->efd = -1;
+  pthread_mutex_init(&rc->lock, NULL);
+  pthread_mutex_init(&rc->cmd_lock, NULL);
+  pthread_cond_init(&rc->sent_cond, NULL);
+  if (rconn_parse_url(o->url, &rc->addr, err, errlen) != 0) return -1;
+  rconn_describe(&rc->addr, rc->where, sizeof rc->where);
+  if (rkeys_init(&rc->keys, o->queue ? o->queue : rc->addr.queue[0] ? rc->addr.queue : "default",
+                 err, errlen) != 0)
+    return -1;
+  if (rmsg_key_init(&rc->key, o->secret, o->secret_len) != 0) {
+    snprintf(err, errlen, "libsodium cannot start (needed to sign messages)");
+    return -1;
+  }
+  if (sodium_init() < 0) {
+    snprintf(err, errlen, "libsodium cannot start (needed to make the client id)");
+    return -1;
+  }
+  randombytes_buf(id, sizeof id);
+  for (i = 0; i < 8; i++) snprintf(rc->cid + 2 * i, 3, "%02x", id[i]);
+  rkeys_reply(&rc->keys, rc->cid);
+  rc->ttl = o->result_ttl;
+  rc->max_deliveries = o->max_deliveries;
+  rc->nbuckets = 64;
+  if ((rc->buckets = calloc(rc->nbuckets, sizeof *rc->buckets)) == NULL ||
+      (rc->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) < 0) {
+    snprintf(err, errlen, "out of resources: %s", strerror(errno));
+    return -1;
+  }
+  rconn_init(&rc->cmd, &rc->addr, CMD_TIMEOUT);
+  if (rconn_open(&rc->cmd) != 0) {
+    *kind = rc->cmd.auth_failed ? WK_CONFIG : WK_BROKEN;
+    snprintf(err, errlen, "%s", rc->cmd.err);
+    return -1;
+  }
+  if (ensure_group(&rc->cmd, &rc->keys, err, errlen) != 0) {
+    *kind = WK_BROKEN;
+    return -1;
+  }
+  if ((rc_ = pool_start_thread(p, &rc->sender, sender_main, rc, 0)) == 0) {
+    rc->started = 1;
+    if ((rc_ = pool_start_thread(p, &rc->listener, listener_main, rc, 0)) == 0) rc->started = 2;
+  }
+  if (rc->started < 2) {
+    *kind = WK_BROKEN;
+    snprintf(err, errlen, "cannot start the Redis executor's threads: %s", strerror(rc_));
+    atomic_store(&rc->stop, 1);
+    rclient_wake(p);
+    return -1;
+  }
+  return 0;
+}
+
+void rclient_wake(pool *p) {
+  rclient *rc = RC(p);
+  uint64_t one = 1;
+  if (rc && rc->efd >= 0) (void)!write(rc->efd, &one, sizeof one);
+}
+
+/* Pushes the wake element to our list, so the listener looks at once
+ * whether it is done (shutdown). */
+static void wake_listener(rclient *rc) {
+  const char *argv[3] = {"RPUSH", rc->keys.reply, WAKE};
+  rconn *c;
+  redisReply *r;
+  pthread_mutex_lock(&rc->cmd_lock);
+  if ((c = owner_conn(rc)) != NULL && (r = rconn_cmd(c, 3, argv, NULL)) != NULL)
+    freeReplyObject(r);
+  pthread_mutex_unlock(&rc->cmd_lock);
+}
+
+/* The cancel script: deletes the entry unless a worker has read it.
+ * 1: deleted (it will never run); 0: a worker has it; -1: it is gone
+ * (done, its result on the way). */
+static const char CANCEL_LUA[] =
+    "if #redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1) > 0 then return 0 end\n"
+    "if redis.call('XDEL', KEYS[1], ARGV[2]) == 1 then return 1 end\n"
+    "return -1\n";
+
+int rclient_cancel_pending(pool *p, future *f) {
+  rclient *rc = RC(p);
+  rtask *rt;
+  char entry[48];
+  rconn *c;
+  redisReply *r;
+  long long verdict = -2;
+  double give_up = weft_now() + CMD_TIMEOUT;
+  int rc_;
+  pthread_mutex_lock(&rc->lock);
+  rt = table_of(rc, f);
+  if (rt == NULL) {   /* still in the pool's queue: the sender drops it */
+    rc_ = future_settle(f, FS_CANCELLED, NULL, 0, NULL);
+    pthread_mutex_unlock(&rc->lock);
+    return rc_;
+  }
+  while ((rt = table_of(rc, f)) != NULL && !rt->sent && weft_now() < give_up) {
+    struct timespec ts;
+    double until = weft_now() + 0.05;
+    ts.tv_sec = (time_t)until;
+    ts.tv_nsec = (long)((until - (double)ts.tv_sec) * 1e9);
+    pthread_cond_timedwait(&rc->sent_cond, &rc->lock, &ts);   /* (CLOCK_REALTIME) */
+  }
+  if (rt == NULL || !rt->sent) {   /* settled meanwhile, or not sent in time */
+    pthread_mutex_unlock(&rc->lock);
+    return -1;
+  }
+  snprintf(entry, sizeof entry, "%s", rt->entry);
+  pthread_mutex_unlock(&rc->lock);
+  pthread_mutex_lock(&rc->cmd_lock);
+  if ((c = owner_conn(rc)) != NULL) {
+    const char *argv[6] = {"EVAL", CANCEL_LUA, "1", rc->keys.stream, RKEYS_GROUP, entry};
+    if ((r = rconn_cmd(c, 6, argv, NULL)) != NULL) {
+      if (r->type == REDIS_REPLY_INTEGER) verdict = r->integer;
+      freeReplyObject(r);
+    }
+  }
+  pthread_mutex_unlock(&rc->cmd_lock);
+  if (verdict == 1) {   /* deleted: it will never run */
+    pthread_mutex_lock(&rc->lock);
+    rt = table_of(rc, f);
+    if (rt) table_take(rc, rt->seq);
+    pthread_mutex_unlock(&rc->lock);
+    if (rt == NULL) return -1;
+    rc_ = future_settle(f, FS_CANCELLED, NULL, 0, NULL);
+    pool_task_done(p, rt->t);
+    free(rt);
+    return rc_;
+  }
+  if (verdict == 0) future_start(f);   /* a worker runs it */
+  return -1;
+}
+
+/* Leaves kill marks for these task ids (cmd_lock held). */
+static void send_kills(rclient *rc, char (*ids)[64], size_t n) {
+  rconn *c = owner_conn(rc);
+  char ttl[32];
+  size_t i;
+  if (c == NULL || n == 0) return;
+  snprintf(ttl, sizeof ttl, "%ld", (long)ceil(rc->ttl));
+  for (i = 0; i < n; i++) {
+    const char *argv[4] = {"HSET", rc->keys.kill, ids[i], "1"};
+    if (rconn_append(c, 4, argv, NULL)) return;
+  }
+  {
+    const char *argv[3] = {"EXPIRE", rc->keys.kill, ttl};
+    if (rconn_append(c, 3, argv, NULL)) return;
+  }
+  for (i = 0; i <= n; i++) {
+    redisReply *r = rconn_reply(c);
+    if (r == NULL) return;
+    freeReplyObject(r);
+  }
+}
+
+void rclient_force_cancel(pool *p, future *f) {
+  rclient *rc = RC(p);
+  rtask *rt;
+  char id[1][64];
+  int sent;
+  pthread_mutex_lock(&rc->lock);
+  rt = table_of(rc, f);
+  if (rt) table_take(rc, rt->seq);
+  sent = rt && rt->sent;
+  pthread_mutex_unlock(&rc->lock);
+  if (!sent) return;   /* (none, or the sender's: it drops it) */
+  snprintf(id[0], sizeof id[0], "%s-%" PRIu32, rc->cid, rt->seq);
+  pthread_mutex_lock(&rc->cmd_lock);
+  send_kills(rc, id, 1);
+  pthread_mutex_unlock(&rc->cmd_lock);
+  pool_task_done(p, rt->t);
+  free(rt);
+}
+
+void rclient_abort(pool *p) {
+  rclient *rc = RC(p);
+  rtask *all = NULL, *rt;
+  char (*ids)[64];
+  size_t i, n = 0;
+  if (rc == NULL) return;
+  pthread_mutex_lock(&rc->lock);
+  ids = malloc((rc->count ? rc->count : 1) * sizeof *ids);
+  for (i = 0; i < rc->nbuckets; i++) {
+    while ((rt = rc->buckets[i]) != NULL) {
+      rc->buckets[i] = rt->next;
+      rt->next = all;
+      all = rt;
+      if (ids && rt->sent) snprintf(ids[n++], sizeof ids[0], "%s-%" PRIu32, rc->cid, rt->seq);
+    }
+  }
+  rc->count = 0;
+  pthread_cond_broadcast(&rc->sent_cond);
+  pthread_mutex_unlock(&rc->lock);
+  /* Ours now: the sender and the listener no longer find them. */
+  while ((rt = all) != NULL) {
+    all = rt->next;
+    if (future_settle(rt->t->f, FS_CANCELLED, NULL, 0, NULL) == 0)
+      atomic_fetch_add(&p->stopped, 1);
+    if (!rt->sent) continue;   /* (the sender still holds it: it drops it) */
+    pool_task_done(p, rt->t);
+    free(rt);
+  }
+  if (ids) {
+    pthread_mutex_lock(&rc->cmd_lock);
+    send_kills(rc, ids, n);
+    pthread_mutex_unlock(&rc->cmd_lock);
+  }
+  free(ids);
+  atomic_store(&rc->stop, 1);
+  rclient_wake(p);
+  wake_listener(rc);
+}
+
+void rclient_join(pool *p) {
+  rclient *rc = RC(p);
+  if (rc == NULL) return;
+  if (rc->started >= 1) pthread_join(rc->sender, NULL);
+  if (rc->started >= 2) pthread_join(rc->listener, NULL);
+  rc->started = 0;
+}
+
+void rclient_free(pool *p) {
+  rclient *rc = RC(p);
+  size_t i;
+  if (rc == NULL) return;
+  for (i = 0; rc->buckets && i < rc->nbuckets; i++) {
+    rtask *rt, *next;
+    for (rt = rc->buckets[i]; rt; rt = next) {
+      next = rt->next;
+      pool_task_free(rt->t);
+      free(rt);
+    }
+  }
+  free(rc->buckets);
+  rconn_close(&rc->cmd);
+  if (rc->efd >= 0) close(rc->efd);
+  pthread_mutex_destroy(&rc->lock);
+  pthread_mutex_destroy(&rc->cmd_lock);
+  pthread_cond_destroy(&rc->sent_cond);
+  free(rc);
+  p->rc = NULL;
+}
+
+static void set_int(lua_State *L, const char *k, long long v) {
+  lua_pushinteger(L, (lua_Integer)v);
+  lua_setfield(L, -2, k);
+}
+
+void rclient_stats(lua_State *L, pool *p) {
+  rclient *rc = RC(p);
+  long long inflight, workers = -1, backlog = -1, busy = -1;
+  rconn *c;
+  pthread_mutex_lock(&rc->lock);
+  inflight = (long long)rc->count;
+  pthread_mutex_unlock(&rc->lock);
+  pthread_mutex_lock(&rc->cmd_lock);
+  if ((c = owner_conn(rc)) != NULL) {   /* the fleet, as the server sees it */
+    char now[32];
+    redisReply *r;
+    snprintf(now, sizeof now, "%.3f", rkeys_wallclock());
+    {
+      const char *a1[4] = {"ZCOUNT", rc->keys.workers, now, "+inf"};
+      const char *a2[2] = {"XLEN", rc->keys.stream};
+      const char *a3[3] = {"XPENDING", rc->keys.stream, RKEYS_GROUP};
+      if (!rconn_append(c, 4, a1, NULL) && !rconn_append(c, 2, a2, NULL) &&
+          !rconn_append(c, 3, a3, NULL)) {
+        if ((r = rconn_reply(c)) != NULL) {
+          if (r->type == REDIS_REPLY_INTEGER) workers = r->integer;
+          freeReplyObject(r);
+        }
+        if ((r = rconn_reply(c)) != NULL) {
+          if (r->type == REDIS_REPLY_INTEGER) backlog = r->integer;
+          freeReplyObject(r);
+        }
+        if ((r = rconn_reply(c)) != NULL) {
+          if (r->type == REDIS_REPLY_ARRAY && r->elements >= 1 &&
+              r->element[0]->type == REDIS_REPLY_INTEGER)
+            busy = r->element[0]->integer;
+          freeReplyObject(r);
+        }
+      }
+    }
+  }
+  pthread_mutex_unlock(&rc->cmd_lock);
+  if (busy >= 0 && backlog >= 0) backlog -= busy;
+  set_int(L, "in_flight", inflight);
+  set_int(L, "completed", atomic_load(&rc->completed));
+  set_int(L, "redelivered", atomic_load(&rc->redelivered));
+  set_int(L, "dead_lettered", atomic_load(&rc->dead_lettered));
+  if (workers >= 0) set_int(L, "workers", workers);
+  if (busy >= 0) set_int(L, "busy", busy);
+  if (backlog >= 0) set_int(L, "backlog", backlog < 0 ? 0 : backlog);
+  set_int(L, "timed_out", atomic_load(&rc->timed_out));
+  lua_pushboolean(L, !atomic_load(&rc->down));
+  lua_setfield(L, -2, "connected");
+  lua_pushstring(L, rc->where);
+  lua_setfield(L, -2, "url");
+  lua_pushstring(L, rc->keys.queue);
+  lua_setfield(L, -2, "queue");
+}

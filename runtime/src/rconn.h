@@ -1,0 +1,62 @@
+/*
+ * rconn.h -- connections to a Redis server for the Redis executor and
+ * `weft worker` (rconn_*): the address a URL names, connecting with AUTH
+ * and SELECT, and reconnecting with back-off.
+ *
+ *   redis://[user:password@]host[:port][/db][?queue=q]
+ *   unix:///path/to/redis.sock[?db=n&queue=q]
+ *
+ * Each connection is blocking and belongs to one thread at a time.
+ */
+#ifndef WEFT_RCONN_H
+#define WEFT_RCONN_H
+
+#include <hiredis/hiredis.h>
+#include <stdatomic.h>
+
+typedef struct rconn_addr {
+  char host[256];              /* "" for a Unix socket */
+  int port;
+  char path[1024];             /* the socket, or "" */
+  char user[128], pass[256];
+  int db;
+  char queue[128];             /* "" when the URL names none */
+} rconn_addr;
+
+/* Parses url into *a; 0, or -1 with a message a user can act on in err. */
+int rconn_parse_url(const char *url, rconn_addr *a, char *err, size_t errlen);
+/* The address for messages, without the password. */
+void rconn_describe(const rconn_addr *a, char *out, size_t size);
+
+typedef struct rconn {
+  const rconn_addr *addr;
+  redisContext *c;             /* NULL while disconnected */
+  double timeout;              /* seconds for connect and each reply */
+  double backoff;              /* the next wait before reconnecting */
+  int auth_failed;             /* the server refused our credentials */
+  char err[2400];               /* why the last connect or command failed */
+} rconn;
+
+void rconn_init(rconn *rc, const rconn_addr *a, double timeout);
+/* Connects (AUTH, SELECT) unless connected: 0, or -1 with rc->err. */
+int rconn_open(rconn *rc);
+/* Connects, retrying with back-off (50 ms doubling to 2 s) until it works,
+ * *stop becomes non-zero or `deadline` (weft_now() based, < 0: none)
+ * passes.  0 when connected. */
+int rconn_ensure(rconn *rc, atomic_int *stop, double deadline);
+void rconn_close(rconn *rc);
+/* Sets the reply timeout (for blocking commands that wait longer). */
+void rconn_set_timeout(rconn *rc, double seconds);
+
+/* Runs one command; the reply (free with freeReplyObject), or NULL when
+ * the connection failed (it is then closed, rc->err says why).  A Redis
+ * error reply is returned as a reply of type REDIS_REPLY_ERROR. */
+redisReply *rconn_cmd(rconn *rc, int argc, const char **argv, const size_t *lens);
+/* Appends a command to the pipeline; send and read with rconn_reply. */
+int rconn_append(rconn *rc, int argc, const char **argv, const size_t *lens);
+redisReply *rconn_reply(rconn *rc);
+
+/* Runs a command given as printf-style text (no binary arguments). */
+redisReply *rconn_cmdf(rconn *rc, const char *fmt, ...);
+
+#endif

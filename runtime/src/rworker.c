@@ -1,0 +1,927 @@
+/*
+ * rworker.c -- `weft worker`: serving a Redis executor's queue (rworker.h).
+ */
+#include "rworker.h"
+
+#include <errno.h>
+#include <lauxlib.h>
+#include <math.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include "deadline.h"
+#include "future.h"
+#include "pool.h"
+#include "rconn.h"
+#include "rkeys.h"
+#include "rmsg.h"
+#include "wire.h"
+
+#define CMD_TIMEOUT 5.0
+#define FETCH_BLOCK_MS "1000"
+
+/* An entry this worker holds: handed in by the fetcher, run as a local
+ * task, held until its result is written (or it is refused).  On w->held
+ * (w->lock) the whole time, so the heartbeat keeps it fresh. */
+typedef struct entry {
+  struct entry *prev, *next;       /* w->held */
+  struct entry *next_in;           /* w->inbox, then w->done */
+  char id[48];                     /* the stream entry */
+  char task[64];                   /* the task id ("" until parsed; w->lock) */
+  uint32_t deliveries;
+  char *m, *s;                     /* the fields (s NULL when unsigned) */
+  size_t mlen, slen;
+  /* The owner's, once parsed: */
+  char *reply;
+  uint32_t ttl;
+  future *f;                       /* the local task's future */
+  int fref;                        /* its userdata in the registry */
+  int timed_out;
+  double started;                  /* wall clock */
+  buf result;                      /* the result message, once done */
+} entry;
+
+typedef struct rworker {
+  lua_State *L;
+  pool *local;
+  rconn_addr addr;
+  char where[1100];
+  rkeys keys;
+  rmsg_key key;
+  char consumer[128];
+  double heartbeat, claim_idle;
+  int capacity;                    /* entries held at most */
+  int efd;                         /* wakes the owner */
+  atomic_int stopping;             /* no new entries (SIGTERM) */
+  atomic_int hb_stop;
+  atomic_int fetching;             /* the fetcher still runs */
+  /* Guarded by lock, rank 0: no other lock is taken under it. */
+  pthread_mutex_t lock;
+  pthread_cond_t room;             /* an entry was let go, or stopping */
+  pthread_cond_t tick;             /* the heartbeat's sleep */
+  entry *held;                     /* every entry held */
+  int nheld;
+  entry *inbox, *inbox_tail;       /* handed in, not looked at yet */
+  char (*kills)[64];               /* task ids with kill marks */
+  size_t nkills, capkills;
+  int ready;                       /* the fetcher has connected once */
+  char fetch_err[2400];            /* why the fetcher cannot connect */
+  /* The owner's: */
+  rconn cmd;
+  entry *done, *done_tail;         /* results to write */
+  long served, refused;
+} rworker;
+
+static volatile sig_atomic_t got_signal;
+static int signal_efd = -1;
+
+static void on_signal(int sig) {
+  uint64_t one = 1;
+  int saved = errno;
+  got_signal = sig;
+  if (signal_efd >= 0) (void)!write(signal_efd, &one, sizeof one);
+  errno = saved;
+}
+
+static void say(rworker *w, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void say(rworker *w, const char *fmt, ...) {
+  va_list ap;
+  (void)w;
+  va_start(ap, fmt);
+  fputs("weft worker: ", stderr);
+  vfprintf(stderr, fmt, ap);
+  fputc('\n', stderr);
+  va_end(ap);
+  fflush(stderr);
+}
+
+static void wake_owner(rworker *w) {
+  uint64_t one = 1;
+  (void)!write(w->efd, &one, sizeof one);
+}
+
+static void entry_free(entry *e) {
+  free(e->m);
+  free(e->reply);
+  buf_free(&e->result);
+  free(e);
+}
+
+/* Lets go of e (its result is written, or it was refused): off the held
+ * list, and the fetcher has room again. */
+static void release(rworker *w, entry *e) {
+  pthread_mutex_lock(&w->lock);
+  if (e->prev) e->prev->next = e->next; else w->held = e->next;
+  if (e->next) e->next->prev = e->prev;
+  w->nheld--;
+  pthread_cond_signal(&w->room);
+  pthread_mutex_unlock(&w->lock);
+  if (e->f) {
+    luaL_unref(w->L, LUA_REGISTRYINDEX, e->fref);
+    future_unref(e->f);
+  }
+  entry_free(e);
+}
+
+/* === replies to arrays of entries ======================================= */
+
+/* Copies one [id, [field, value...]] entry; NULL when it has no `m`
+ * (deleted meanwhile) or is malformed. */
+static entry *entry_of(redisReply *x, uint32_t deliveries) {
+  redisReply *fields;
+  entry *e;
+  const redisReply *m = NULL, *s = NULL;
+  size_t i;
+  if (x->type != REDIS_REPLY_ARRAY || x->elements != 2 ||
+      x->element[0]->type != REDIS_REPLY_STRING || x->element[0]->len >= sizeof e->id)
+    return NULL;
+  fields = x->element[1];
+  e = calloc(1, sizeof *e);
+  if (e == NULL) return NULL;
+  memcpy(e->id, x->element[0]->str, x->element[0]->len);
+  e->deliveries = deliveries;
+  e->fref = LUA_NOREF;
+  if (fields->type == REDIS_REPLY_ARRAY) {
+    for (i = 0; i + 1 < fields->elements; i += 2) {
+      redisReply *k = fields->element[i], *v = fields->element[i + 1];
+      if (k->type != REDIS_REPLY_STRING || v->type != REDIS_REPLY_STRING || k->len != 1) continue;
+      if (k->str[0] == 'm') m = v;
+      if (k->str[0] == 's') s = v;
+    }
+  }
+  /* One allocation for both fields (m may be empty: still an entry to
+   * refuse). */
+  e->m = malloc((m ? m->len : 0) + (s ? s->len : 0) + 1);
+  if (e->m == NULL) {
+    free(e);
+    return NULL;
+  }
+  if (m) memcpy(e->m, m->str, e->mlen = m->len);
+  if (s) {
+    e->s = e->m + e->mlen;
+    memcpy(e->s, s->str, e->slen = s->len);
+  }
+  return e;
+}
+
+/* Hands entries to the owner (they are held from here on). */
+static void hand_in(rworker *w, entry *list) {
+  pthread_mutex_lock(&w->lock);
+  while (list) {
+    entry *e = list;
+    list = e->next_in;
+    e->next_in = NULL;
+    e->prev = NULL;
+    e->next = w->held;
+    if (w->held) w->held->prev = e;
+    w->held = e;
+    w->nheld++;
+    if (w->inbox_tail) w->inbox_tail->next_in = e; else w->inbox = e;
+    w->inbox_tail = e;
+  }
+  pthread_mutex_unlock(&w->lock);
+  wake_owner(w);
+}
+
+/* === the fetcher ======================================================== */
+
+static int ensure_group(rconn *c, const rkeys *k) {
+  const char *argv[6] = {"XGROUP", "CREATE", k->stream, RKEYS_GROUP, "0", "MKSTREAM"};
+  redisReply *r = rconn_cmd(c, 6, argv, NULL);
+  int ok;
+  if (r == NULL) return -1;
+  ok = r->type != REDIS_REPLY_ERROR || strncmp(r->str, "BUSYGROUP", 9) == 0;
+  if (!ok) snprintf(c->err, sizeof c->err, "XGROUP CREATE %s: %s", k->stream, r->str);
+  freeReplyObject(r);
+  return ok ? 0 : -1;
+}
+
+/* Claims up to `room` entries idle for claim_idle seconds (their worker
+ * is gone); returns them as a list. */
+static entry *claim(rworker *w, rconn *c, int room) {
+  char idle[32], count[16];
+  const char *argv[8] = {"XPENDING", w->keys.stream, RKEYS_GROUP, "IDLE", idle, "-", "+", count};
+  redisReply *r, *got;
+  entry *list = NULL, **tail = &list;
+  const char **cargv;
+  uint32_t *counts;
+  size_t i, n;
+  snprintf(idle, sizeof idle, "%lld", (long long)(w->claim_idle * 1000));
+  snprintf(count, sizeof count, "%d", room);
+  if ((r = rconn_cmd(c, 8, argv, NULL)) == NULL) return NULL;
+  n = r->type == REDIS_REPLY_ARRAY ? r->elements : 0;
+  if (n == 0) {
+    freeReplyObject(r);
+    return NULL;
+  }
+  cargv = malloc((n + 5) * sizeof *cargv);
+  counts = malloc(n * sizeof *counts);
+  if (cargv == NULL || counts == NULL) {
+    free(cargv);
+    free(counts);
+    freeReplyObject(r);
+    return NULL;
+  }
+  cargv[0] = "XCLAIM";
+  cargv[1] = w->keys.stream;
+  cargv[2] = RKEYS_GROUP;
+  cargv[3] = w->consumer;
+  cargv[4] = idle;
+  for (i = 0; i < n; i++) {   /* [id, consumer, idle, deliveries] */
+    redisReply *x = r->element[i];
+    if (x->type != REDIS_REPLY_ARRAY || x->elements < 4 ||
+        x->element[0]->type != REDIS_REPLY_STRING) {
+      n = i;
+      break;
+    }
+    cargv[5 + i] = x->element[0]->str;
+    counts[i] = (uint32_t)x->element[3]->integer;
+  }
+  got = n ? rconn_cmd(c, (int)(5 + n), cargv, NULL) : NULL;
+  /* XCLAIM answers in the order asked, skipping entries that went away
+   * (deleted, or claimed by a quicker worker): match them by id. */
+  for (i = 0; got && got->type == REDIS_REPLY_ARRAY && i < got->elements; i++) {
+    redisReply *x = got->element[i];
+    size_t j;
+    uint32_t deliveries = 1;
+    entry *e;
+    if (x->type != REDIS_REPLY_ARRAY || x->elements != 2) continue;
+    for (j = 0; j < n; j++)
+      if (strcmp(cargv[5 + j], x->element[0]->str) == 0) deliveries = counts[j] + 1;
+    if ((e = entry_of(x, deliveries)) != NULL) {
+      *tail = e;
+      tail = &e->next_in;
+    }
+  }
+  if (got) freeReplyObject(got);
+  freeReplyObject(r);
+  free(cargv);
+  free(counts);
+  return list;
+}
+
+static void *fetch_main(void *arg) {
+  rworker *w = arg;
+  rconn conn;
+  double last_claim = 0;
+  char count[16];
+  const char *argv[10] = {"XREADGROUP", "GROUP", RKEYS_GROUP, w->consumer, "COUNT", count,
+                          "BLOCK", FETCH_BLOCK_MS, "STREAMS", NULL};
+  const char *full[11];
+  rconn_init(&conn, &w->addr, CMD_TIMEOUT + 1.0);
+  memcpy(full, argv, sizeof argv);
+  full[9] = w->keys.stream;
+  full[10] = ">";
+  pthread_setname_np(pthread_self(), "weft:rfetch");
+  while (!atomic_load(&w->stopping)) {
+    redisReply *r;
+    entry *list = NULL, **tail = &list;
+    int room;
+    size_t i, j;
+    if (conn.c == NULL) {
+      if (rconn_open(&conn) != 0 || ensure_group(&conn, &w->keys) != 0) {
+        pthread_mutex_lock(&w->lock);
+        snprintf(w->fetch_err, sizeof w->fetch_err, "%s", conn.err);
+        pthread_mutex_unlock(&w->lock);
+        rconn_close(&conn);
+        wake_owner(w);
+        rconn_ensure(&conn, &w->stopping, weft_now() + 0.5);
+        if (conn.c) rconn_close(&conn);   /* (opened: set up again above) */
+        continue;
+      }
+      pthread_mutex_lock(&w->lock);
+      w->ready = 1;
+      w->fetch_err[0] = '\0';
+      pthread_mutex_unlock(&w->lock);
+      wake_owner(w);
+    }
+    pthread_mutex_lock(&w->lock);
+    while ((room = w->capacity - w->nheld) <= 0 && !atomic_load(&w->stopping)) {
+      struct timespec ts;
+      clock_gettime(CLOCK_REALTIME, &ts);
+      ts.tv_nsec += 200 * 1000 * 1000;
+      if (ts.tv_nsec >= 1000000000L) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000L;
+      }
+      pthread_cond_timedwait(&w->room, &w->lock, &ts);
+    }
+    pthread_mutex_unlock(&w->lock);
+    if (atomic_load(&w->stopping)) break;
+    if (weft_now() - last_claim >= w->claim_idle / 2) {
+      last_claim = weft_now();
+      if ((list = claim(w, &conn, room)) != NULL) {
+        hand_in(w, list);
+        continue;
+      }
+      if (conn.c == NULL) continue;
+    }
+    snprintf(count, sizeof count, "%d", room);
+    if ((r = rconn_cmd(&conn, 11, full, NULL)) == NULL) continue;
+    if (r->type == REDIS_REPLY_ERROR) {
+      if (strncmp(r->str, "NOGROUP", 7) == 0) {   /* the server lost its data */
+        ensure_group(&conn, &w->keys);
+      } else {
+        say(w, "reading %s: %s", w->keys.stream, r->str);
+        rconn_close(&conn);
+      }
+    } else if (r->type == REDIS_REPLY_ARRAY) {   /* [[stream, [entry...]]] */
+      for (i = 0; i < r->elements; i++) {
+        redisReply *s = r->element[i];
+        if (s->type != REDIS_REPLY_ARRAY || s->elements != 2 ||
+            s->element[1]->type != REDIS_REPLY_ARRAY)
+          continue;
+        for (j = 0; j < s->element[1]->elements; j++) {
+          entry *e = entry_of(s->element[1]->element[j], 1);
+          if (e) {
+            *tail = e;
+            tail = &e->next_in;
+          }
+        }
+      }
+      if (list) hand_in(w, list);
+    }
+    freeReplyObject(r);
+  }
+  rconn_close(&conn);
+  atomic_store(&w->fetching, 0);
+  wake_owner(w);
+  return NULL;
+}
+
+/* === the heartbeat ====================================================== */
+
+/* Resets the idle time of the entries still ours (XCLAIM ... JUSTID does
+ * not count a delivery); an entry another worker claimed is left alone. */
+static const char REFRESH_LUA[] =
+    "local n = 0\n"
+    "for i = 3, #ARGV do\n"
+    "  local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1)\n"
+    "  if #p > 0 and p[1][2] == ARGV[2] then\n"
+    "    redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'JUSTID')\n"
+    "    n = n + 1\n"
+    "  end\n"
+    "end\n"
+    "return n\n";
+
+static void beat(rworker *w, rconn *c) {
+  const char **argv = NULL, **kargv = NULL;
+  char (*ids)[48] = NULL, (*tasks)[64] = NULL, expiry[32];
+  size_t n = 0, nt = 0, i;
+  entry *e;
+  redisReply *r;
+  pthread_mutex_lock(&w->lock);
+  if (w->nheld > 0) {
+    ids = malloc((size_t)w->nheld * sizeof *ids);
+    tasks = malloc((size_t)w->nheld * sizeof *tasks);
+    for (e = w->held; ids && tasks && e; e = e->next) {
+      memcpy(ids[n++], e->id, sizeof e->id);
+      if (e->task[0]) memcpy(tasks[nt++], e->task, sizeof e->task);
+    }
+  }
+  pthread_mutex_unlock(&w->lock);
+  if (n > 0 && (argv = malloc((n + 5) * sizeof *argv)) != NULL) {
+    argv[0] = "EVAL";
+    argv[1] = REFRESH_LUA;
+    argv[2] = "1";
+    argv[3] = w->keys.stream;
+    argv[4] = RKEYS_GROUP;
+    argv[5] = w->consumer;
+    for (i = 0; i < n; i++) argv[6 + i] = ids[i];
+    if ((r = rconn_cmd(c, (int)(6 + n), argv, NULL)) != NULL) freeReplyObject(r);
+  }
+  if (nt > 0 && c->c && (kargv = malloc((nt + 2) * sizeof *kargv)) != NULL) {
+    kargv[0] = "HMGET";
+    kargv[1] = w->keys.kill;
+    for (i = 0; i < nt; i++) kargv[2 + i] = tasks[i];
+    if ((r = rconn_cmd(c, (int)(2 + nt), kargv, NULL)) != NULL) {
+      int any = 0;
+      pthread_mutex_lock(&w->lock);
+      for (i = 0; r->type == REDIS_REPLY_ARRAY && i < r->elements && i < nt; i++) {
+        if (r->element[i]->type != REDIS_REPLY_STRING) continue;
+        if (w->nkills == w->capkills) {
+          size_t cap = w->capkills ? 2 * w->capkills : 8;
+          char(*more)[64] = realloc(w->kills, cap * sizeof *more);
+          if (more == NULL) break;
+          w->kills = more;
+          w->capkills = cap;
+        }
+        memcpy(w->kills[w->nkills++], tasks[i], sizeof tasks[i]);
+        any = 1;
+      }
+      pthread_mutex_unlock(&w->lock);
+      freeReplyObject(r);
+      if (any) wake_owner(w);
+    }
+  }
+  /* Registered as alive until three beats from now (clients count these). */
+  snprintf(expiry, sizeof expiry, "%.3f", rkeys_wallclock() + 3 * w->heartbeat + 1);
+  if (c->c) {
+    const char *zargv[4] = {"ZADD", w->keys.workers, expiry, w->consumer};
+    if ((r = rconn_cmd(c, 4, zargv, NULL)) != NULL) freeReplyObject(r);
+  }
+  free(argv);
+  free(kargv);
+  free(ids);
+  free(tasks);
+}
+
+static void *heartbeat_main(void *arg) {
+  rworker *w = arg;
+  rconn conn;
+  rconn_init(&conn, &w->addr, CMD_TIMEOUT);
+  pthread_setname_np(pthread_self(), "weft:rbeat");
+  while (!atomic_load(&w->hb_stop)) {
+    struct timespec ts;
+    double until = rkeys_wallclock() + w->heartbeat;
+    if (conn.c || rconn_ensure(&conn, &w->hb_stop, weft_now() + w->heartbeat) == 0) beat(w, &conn);
+    pthread_mutex_lock(&w->lock);
+    ts.tv_sec = (time_t)until;
+    ts.tv_nsec = (long)((until - (double)ts.tv_sec) * 1e9);
+    if (!atomic_load(&w->hb_stop)) pthread_cond_timedwait(&w->tick, &w->lock, &ts);
+    pthread_mutex_unlock(&w->lock);
+  }
+  if (conn.c) {   /* gone: no longer counted */
+    const char *argv[3] = {"ZREM", w->keys.workers, w->consumer};
+    redisReply *r = rconn_cmd(&conn, 3, argv, NULL);
+    if (r) freeReplyObject(r);
+  }
+  rconn_close(&conn);
+  return NULL;
+}
+
+/* === the owner: results ================================================= */
+
+/* Writes each result once (the first completion wins), pushes it to its
+ * client's list, drops the kill mark, acknowledges and deletes the entry.
+ * ARGV: group, result key prefix, kill hash, then per result: entry, task
+ * id, reply list, ttl, message. */
+static const char RESULT_LUA[] =
+    "for i = 4, #ARGV, 5 do\n"
+    "  if redis.call('SET', ARGV[2] .. ARGV[i + 1], ARGV[i + 4], 'NX', 'EX', ARGV[i + 3]) then\n"
+    "    redis.call('RPUSH', ARGV[i + 2], ARGV[i + 4])\n"
+    "    redis.call('EXPIRE', ARGV[i + 2], ARGV[i + 3])\n"
+    "  end\n"
+    "  redis.call('HDEL', ARGV[3], ARGV[i + 1])\n"
+    "  if ARGV[i] ~= '' then\n"
+    "    redis.call('XACK', KEYS[1], ARGV[1], ARGV[i])\n"
+    "    redis.call('XDEL', KEYS[1], ARGV[i])\n"
+    "  end\n"
+    "end\n"
+    "return 1\n";
+
+/* Moves an entry to the dead-letter stream. */
+static const char DEAD_LUA[] =
+    "redis.call('XADD', KEYS[2], '*', 'm', ARGV[3], 's', ARGV[4], 'reason', ARGV[5],\n"
+    "           'deliveries', ARGV[6], 'consumer', ARGV[7], 'entry', ARGV[2])\n"
+    "redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])\n"
+    "redis.call('XDEL', KEYS[1], ARGV[2])\n"
+    "return 1\n";
+
+static rconn *owner_conn(rworker *w, double patience) {
+  if (w->cmd.c == NULL && rconn_ensure(&w->cmd, NULL, weft_now() + patience) != 0) return NULL;
+  return &w->cmd;
+}
+
+/* Writes the results waiting in w->done; what cannot be written now stays
+ * there for the next round. */
+static void flush_results(rworker *w) {
+  size_t n = 0, i, cap;
+  const char **argv;
+  size_t *lens;
+  char (*ttls)[16];
+  entry *e;
+  rconn *c;
+  redisReply *r;
+  for (e = w->done; e; e = e->next_in) n++;
+  if (n == 0 || (c = owner_conn(w, 0.5)) == NULL) return;
+  cap = 7 + 5 * n;
+  argv = malloc(cap * sizeof *argv);
+  lens = malloc(cap * sizeof *lens);
+  ttls = malloc(n * sizeof *ttls);
+  if (argv == NULL || lens == NULL || ttls == NULL) goto out;
+  argv[0] = "EVAL";
+  argv[1] = RESULT_LUA;
+  argv[2] = "1";
+  argv[3] = w->keys.stream;
+  argv[4] = RKEYS_GROUP;
+  argv[5] = w->keys.result;
+  argv[6] = w->keys.kill;
+  for (i = 0; i < 7; i++) lens[i] = strlen(argv[i]);
+  for (e = w->done, i = 0; e; e = e->next_in, i++) {
+    size_t k = 7 + 5 * i;
+    snprintf(ttls[i], sizeof ttls[i], "%u", e->ttl ? e->ttl : 3600u);
+    argv[k] = e->id;
+    argv[k + 1] = e->task;
+    argv[k + 2] = e->reply;
+    argv[k + 3] = ttls[i];
+    argv[k + 4] = e->result.data;
+    lens[k] = strlen(e->id);
+    lens[k + 1] = strlen(e->task);
+    lens[k + 2] = strlen(e->reply);
+    lens[k + 3] = strlen(ttls[i]);
+    lens[k + 4] = e->result.len;
+  }
+  if ((r = rconn_cmd(c, (int)(7 + 5 * n), argv, lens)) != NULL) {
+    if (r->type == REDIS_REPLY_ERROR) {
+      say(w, "cannot store results: %s (will retry)", r->str);
+    } else {
+      while ((e = w->done) != NULL) {
+        w->done = e->next_in;
+        w->served++;
+        release(w, e);
+      }
+      w->done_tail = NULL;
+    }
+    freeReplyObject(r);
+  }
+out:
+  free(argv);
+  free(lens);
+  free(ttls);
+}
+
+static void queue_result(rworker *w, entry *e) {
+  e->next_in = NULL;
+  if (w->done_tail) w->done_tail->next_in = e; else w->done = e;
+  w->done_tail = e;
+}
+
+/* A result for e without running it: cancelled, or failed with `kind`. */
+static void result_now(rworker *w, entry *e, int state, weft_kind kind, int flags,
+                       const char *msg) {
+  rmsg_result r;
+  size_t len = 0;
+  char *data = state == FS_FAILED ? wire_record(weft_kind_name(kind), msg, NULL, &len) : NULL;
+  memset(&r, 0, sizeof r);
+  r.id.p = e->task;
+  r.id.len = strlen(e->task);
+  r.state = state == FS_FAILED && data == NULL ? FS_CANCELLED : state;
+  r.flags = flags;
+  r.deliveries = e->deliveries;
+  r.worker.p = w->consumer;
+  r.worker.len = strlen(w->consumer);
+  r.started = r.finished = rkeys_wallclock();
+  r.outcome.p = data;
+  r.outcome.len = len;
+  if (rmsg_put_result(&e->result, &w->key, &r) != 0) say(w, "out of memory writing a result");
+  free(data);
+  queue_result(w, e);
+}
+
+/* Moves e to the dead-letter stream, with `reason`; 0 when done. */
+static int dead_letter(rworker *w, entry *e, const char *reason) {
+  char deliveries[16];
+  const char *argv[12] = {"EVAL", DEAD_LUA, "2", w->keys.stream, w->keys.dead, RKEYS_GROUP,
+                          e->id, e->m, e->s ? e->s : "", reason, deliveries, w->consumer};
+  size_t lens[12];
+  rconn *c = owner_conn(w, CMD_TIMEOUT);
+  redisReply *r;
+  int i, ok;
+  snprintf(deliveries, sizeof deliveries, "%u", e->deliveries);
+  for (i = 0; i < 12; i++) lens[i] = strlen(argv[i]);
+  lens[7] = e->mlen;
+  lens[8] = e->s ? e->slen : 0;
+  if (c == NULL || (r = rconn_cmd(c, 12, argv, lens)) == NULL) return -1;
+  ok = r->type != REDIS_REPLY_ERROR;
+  if (!ok) say(w, "cannot move entry %s to %s: %s", e->id, w->keys.dead, r->str);
+  freeReplyObject(r);
+  return ok ? 0 : -1;
+}
+
+/* === the owner: running entries ========================================= */
+
+/* The local future of an entry settled (its done-callback, in L). */
+static int on_done(lua_State *L) {
+  rworker *w = lua_touserdata(L, lua_upvalueindex(1));
+  entry *e = lua_touserdata(L, lua_upvalueindex(2));
+  future *f = e->f;
+  future_meta *m = f->meta;
+  rmsg_result r;
+  char label[300], who[64] = "";
+  char *made = NULL;
+  int state = future_state(f);
+  memset(&r, 0, sizeof r);
+  r.id.p = e->task;
+  r.id.len = strlen(e->task);
+  r.state = state;
+  r.deliveries = e->deliveries;
+  if (m)
+    future_worker_label(atomic_load(&m->worker_kind), atomic_load(&m->worker_id), who,
+                        sizeof who);
+  snprintf(label, sizeof label, "%s%s%s", w->consumer, who[0] ? " " : "", who);
+  r.worker.p = label;
+  r.worker.len = strlen(label);
+  r.started = e->started;
+  r.finished = rkeys_wallclock();
+  if (state == FS_FINISHED || (state == FS_FAILED && f->data)) {
+    r.outcome.p = f->data;
+    r.outcome.len = f->len;
+  } else if (state == FS_FAILED) {   /* (no record: cannot happen here) */
+    made = wire_record("task", "the task failed", NULL, &r.outcome.len);
+    r.outcome.p = made;
+    if (made == NULL) r.state = FS_CANCELLED;
+  }
+  if (state == FS_FAILED) {   /* timed out? (counted by the client) */
+    lua_getfield(L, 1, "exception");
+    lua_pushvalue(L, 1);
+    if (lua_pcall(L, 1, 1, 0) == 0 && lua_istable(L, -1)) {
+      lua_getfield(L, -1, "kind");
+      if (lua_isstring(L, -1) && strcmp(lua_tostring(L, -1), "timeout") == 0)
+        r.flags |= RMSG_TIMED_OUT;
+      lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+  }
+  if (rmsg_put_result(&e->result, &w->key, &r) != 0) say(w, "out of memory writing a result");
+  free(made);
+  queue_result(w, e);
+  return 0;
+}
+
+/* Submits e's task to the local pool (protected: may raise). */
+static int submit_entry(lua_State *L) {
+  rworker *w = lua_touserdata(L, 1);
+  entry *e = lua_touserdata(L, 2);
+  rmsg_task *t = lua_touserdata(L, 3);
+  wire_dep small[8], *deps = small;
+  rmsg_str d;
+  size_t i;
+  if (t->ndeps > 8) deps = lua_newuserdatauv(L, t->ndeps * sizeof *deps, 0);
+  for (i = 0; i < t->ndeps && rmsg_next_dep(t, &d) == 0; i++) {
+    deps[i].data = d.p;
+    deps[i].len = d.len;
+  }
+  {
+    char name[129];
+    snprintf(name, sizeof name, "%.*s", (int)(t->name.len < 128 ? t->name.len : 128), t->name.p);
+    pool_submit_outside(L, w->local, t->message.p, t->message.len, deps, i, name, t->timeout,
+                        (int)t->retries, t->delays, (int)t->ndelays);
+  }
+  e->f = future_check(L, -1);
+  future_ref(e->f);
+  lua_pushvalue(L, -1);
+  e->fref = luaL_ref(L, LUA_REGISTRYINDEX);
+  lua_getfield(L, -1, "add_done_callback");
+  lua_pushvalue(L, -2);
+  lua_pushlightuserdata(L, w);
+  lua_pushlightuserdata(L, e);
+  lua_pushcclosure(L, on_done, 2);
+  lua_call(L, 2, 0);
+  return 0;
+}
+
+/* Kill marks left for redelivered entries (a forced cancel that came while
+ * no worker held them). */
+static int killed(rworker *w, const char *task) {
+  const char *argv[3] = {"HEXISTS", w->keys.kill, task};
+  rconn *c = owner_conn(w, CMD_TIMEOUT);
+  redisReply *r;
+  int yes = 0;
+  if (c && (r = rconn_cmd(c, 3, argv, NULL)) != NULL) {
+    yes = r->type == REDIS_REPLY_INTEGER && r->integer == 1;
+    freeReplyObject(r);
+  }
+  return yes;
+}
+
+static void refuse(rworker *w, entry *e, const char *why) {
+  w->refused++;
+  say(w, "refused entry %s of %s: %s; moved to %s, not run", e->id, w->keys.stream, why,
+      w->keys.dead);
+  dead_letter(w, e, why);
+  release(w, e);
+}
+
+static void take_entry(rworker *w, entry *e) {
+  lua_State *L = w->L;
+  rmsg_task t;
+  const char *why;
+  size_t plen = strlen(w->keys.stream) - strlen("tasks");
+  char msg[400];
+  if (rmsg_parse_task(&w->key, e->m, e->mlen, e->s, e->slen, &t, &why) != 0) {
+    refuse(w, e, why);
+    return;
+  }
+  /* A reply list must be a client list of this queue: a message may not
+   * make the worker write anywhere else. */
+  if (t.reply.len <= plen + 7 || memcmp(t.reply.p, w->keys.stream, plen) != 0 ||
+      memcmp(t.reply.p + plen, "client:", 7) != 0) {
+    refuse(w, e, "its reply list is not a client list of this queue");
+    return;
+  }
+  e->reply = malloc(t.reply.len + 1);
+  if (e->reply == NULL) {
+    say(w, "out of memory: entry %s left for another worker", e->id);
+    release(w, e);
+    return;
+  }
+  memcpy(e->reply, t.reply.p, t.reply.len);
+  e->reply[t.reply.len] = '\0';
+  e->ttl = t.ttl;
+  pthread_mutex_lock(&w->lock);
+  snprintf(e->task, sizeof e->task, "%.*s", (int)t.id.len, t.id.p);
+  pthread_mutex_unlock(&w->lock);
+  if (e->deliveries > 1 && killed(w, e->task)) {
+    result_now(w, e, FS_CANCELLED, WK_NONE, 0, NULL);
+    return;
+  }
+  if (t.max_deliveries > 0 && e->deliveries > t.max_deliveries) {
+    snprintf(msg, sizeof msg,
+             "the task was delivered %u times and its worker died each time (max_deliveries "
+             "%u); it was moved to the dead-letter stream %s",
+             e->deliveries - 1, t.max_deliveries, w->keys.dead);
+    if (dead_letter(w, e, "max_deliveries") == 0) e->id[0] = '\0';   /* (acknowledged) */
+    result_now(w, e, FS_FAILED, WK_WORKER_DIED, RMSG_DEAD, msg);
+    return;
+  }
+  e->started = rkeys_wallclock();
+  lua_pushcfunction(L, submit_entry);
+  lua_pushlightuserdata(L, w);
+  lua_pushlightuserdata(L, e);
+  lua_pushlightuserdata(L, &t);
+  if (lua_pcall(L, 3, 0, 0) != 0) {
+    snprintf(msg, sizeof msg, "the worker could not start the task: %s",
+             lua_isstring(L, -1) ? lua_tostring(L, -1) : "(error)");
+    lua_pop(L, 1);
+    if (e->f) {   /* (submitted: its callback will answer) */
+      say(w, "%s", msg);
+      return;
+    }
+    result_now(w, e, FS_FAILED, WK_BROKEN, 0, msg);
+  }
+}
+
+/* Forced cancels: stops the local tasks whose kill marks were found. */
+static void take_kills(rworker *w, char (*kills)[64], size_t n) {
+  size_t i;
+  for (i = 0; i < n; i++) {
+    entry *e, *found = NULL;
+    pthread_mutex_lock(&w->lock);
+    for (e = w->held; e && !found; e = e->next)
+      if (e->f && strcmp(e->task, kills[i]) == 0) found = e;
+    pthread_mutex_unlock(&w->lock);
+    if (found && !FS_IS_FINAL(future_state(found->f))) {
+      say(w, "task %s was cancelled with force by its client: stopping it", found->task);
+      future_cancel_force(found->f);
+    }
+  }
+}
+
+/* === the owner's loop =================================================== */
+
+static double opt_num(lua_State *L, int t, const char *k, double dflt) {
+  double v = lua_getfield(L, t, k) == LUA_TNUMBER ? lua_tonumber(L, -1) : dflt;
+  lua_pop(L, 1);
+  return v;
+}
+
+static const char *opt_str(lua_State *L, int t, const char *k, size_t *len) {
+  const char *s = lua_getfield(L, t, k) == LUA_TSTRING ? lua_tolstring(L, -1, len) : NULL;
+  lua_pop(L, 1);   /* (t keeps the string alive) */
+  return s;
+}
+
+int rworker_serve(lua_State *L) {
+  rworker *w;
+  pool *local = pool_from_lua(L, 1);
+  char err[2400];
+  const char *url, *queue, *secret, *name, *what;
+  size_t secret_len = 0;
+  struct sigaction sa, old_term, old_int;
+  pthread_t fetcher, beater;
+  int cfd, status = 0, said_ready = 0, said_down = 0;
+  luaL_checktype(L, 2, LUA_TTABLE);
+  w = lua_newuserdatauv(L, sizeof *w, 0);   /* (freed with the call's stack) */
+  memset(w, 0, sizeof *w);
+  w->L = L;
+  w->local = local;
+  url = opt_str(L, 2, "url", NULL);
+  queue = opt_str(L, 2, "queue", NULL);
+  secret = opt_str(L, 2, "secret", &secret_len);
+  name = opt_str(L, 2, "name", NULL);
+  what = opt_str(L, 2, "what", NULL);
+  w->heartbeat = opt_num(L, 2, "heartbeat", 1);
+  w->claim_idle = opt_num(L, 2, "claim_idle", 10);
+  w->capacity = (int)opt_num(L, 2, "prefetch", 2 * local->nworkers);
+  if (url == NULL || rconn_parse_url(url, &w->addr, err, sizeof err) != 0)
+    return weft_error(L, WK_CONFIG, "weft worker: %s", url ? err : "no URL");
+  rconn_describe(&w->addr, w->where, sizeof w->where);
+  if (rkeys_init(&w->keys, queue ? queue : w->addr.queue[0] ? w->addr.queue : "default", err,
+                 sizeof err) != 0)
+    return weft_error(L, WK_CONFIG, "weft worker: %s", err);
+  if (rmsg_key_init(&w->key, secret, secret_len) != 0)
+    return weft_error(L, WK_CONFIG, "weft worker: libsodium cannot start");
+  if (name && name[0]) {
+    snprintf(w->consumer, sizeof w->consumer, "%s", name);
+  } else {
+    char host[64] = "";
+    gethostname(host, sizeof host - 1);
+    snprintf(w->consumer, sizeof w->consumer, "%s:%d", host, (int)getpid());
+  }
+  rconn_init(&w->cmd, &w->addr, CMD_TIMEOUT);
+  if (rconn_open(&w->cmd) != 0 && w->cmd.auth_failed)
+    return weft_error(L, WK_CONFIG, "weft worker: %s", w->cmd.err);
+  if ((cfd = home_completion_fd(L)) < 0 ||
+      (w->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) < 0)
+    return weft_error(L, WK_BROKEN, "weft worker: %s", strerror(errno));
+  pthread_mutex_init(&w->lock, NULL);
+  pthread_cond_init(&w->room, NULL);
+  pthread_cond_init(&w->tick, NULL);
+  atomic_store(&w->fetching, 1);
+  got_signal = 0;
+  signal_efd = w->efd;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = on_signal;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGTERM, &sa, &old_term);
+  sigaction(SIGINT, &sa, &old_int);
+  if (pthread_create(&fetcher, NULL, fetch_main, w) != 0 ||
+      pthread_create(&beater, NULL, heartbeat_main, w) != 0) {
+    /* (not worth unwinding: the program exits) */
+    return weft_error(L, WK_BROKEN, "weft worker: cannot start its threads");
+  }
+  for (;;) {
+    struct pollfd pfd[2] = {{w->efd, POLLIN, 0}, {cfd, POLLIN, 0}};
+    entry *in, *e;
+    char (*kills)[64];
+    size_t nkills;
+    int ready;
+    poll(pfd, 2, w->done ? 100 : 1000);
+    if (pfd[0].revents & POLLIN) {
+      uint64_t v;
+      (void)!read(w->efd, &v, sizeof v);
+    }
+    if (got_signal && !atomic_load(&w->stopping)) {
+      int n;
+      pthread_mutex_lock(&w->lock);
+      n = w->nheld;
+      atomic_store(&w->stopping, 1);
+      pthread_cond_broadcast(&w->room);
+      pthread_mutex_unlock(&w->lock);
+      say(w, "stopping (%s): finishing %d task%s, taking no new ones",
+          got_signal == SIGTERM ? "SIGTERM" : "SIGINT", n, n == 1 ? "" : "s");
+    }
+    pthread_mutex_lock(&w->lock);
+    in = w->inbox;
+    w->inbox = w->inbox_tail = NULL;
+    kills = w->kills;
+    nkills = w->nkills;
+    w->kills = NULL;
+    w->nkills = w->capkills = 0;
+    ready = w->ready;
+    if (w->fetch_err[0] && !said_down) {
+      say(w, "cannot reach Redis: %s (retrying)", w->fetch_err);
+      said_down = 1;
+    }
+    pthread_mutex_unlock(&w->lock);
+    if (ready && !said_ready) {
+      said_ready = 1;
+      said_down = 0;
+      say(w, "ready: queue %s on %s, %s, consumer %s, heartbeat %g s, claim after %g s idle",
+          w->keys.queue, w->where, what ? what : "a local pool", w->consumer, w->heartbeat,
+          w->claim_idle);
+    }
+    while ((e = in) != NULL) {
+      in = e->next_in;
+      e->next_in = NULL;
+      take_entry(w, e);
+    }
+    take_kills(w, kills, nkills);
+    free(kills);
+    home_dispatch(L);
+    flush_results(w);
+    if (atomic_load(&w->stopping) && !atomic_load(&w->fetching)) {
+      int n;
+      pthread_mutex_lock(&w->lock);
+      n = w->nheld + (w->inbox != NULL);
+      pthread_mutex_unlock(&w->lock);
+      if (n == 0) break;
+    }
+  }
+  atomic_store(&w->hb_stop, 1);
+  pthread_mutex_lock(&w->lock);
+  pthread_cond_broadcast(&w->tick);
+  pthread_mutex_unlock(&w->lock);
+  pthread_join(fetcher, NULL);
+  pthread_join(beater, NULL);
+  sigaction(SIGTERM, &old_term, NULL);
+  sigaction(SIGINT, &old_int, NULL);
+  signal_efd = -1;
+  close(w->efd);
+  rconn_close(&w->cmd);
+  pthread_mutex_destroy(&w->lock);
+  pthread_cond_destroy(&w->room);
+  pthread_cond_destroy(&w->tick);
+  say(w, "stopped after %ld task%s (%ld refused)", w->served, w->served == 1 ? "" : "s",
+      w->refused);
+  lua_pushinteger(L, status);
+  return 1;
+}
