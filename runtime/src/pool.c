@@ -967,6 +967,7 @@ static void pool_shutdown(lua_State *L, pool *p, int wait, int cancel) {
     future_unref(tocancel[i]);
   }
   free(tocancel);
+  if (cancel && p->kind == POOL_REDIS) rclient_cancel_queued(p);
   if (p->kind == POOL_INLINE) {
     inline_drain(L, p);
   } else if (wait && !p->joined) {

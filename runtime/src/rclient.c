@@ -615,17 +615,19 @@ static void wake_listener(rclient *rc) {
 }
 
 /* The cancel script: deletes the entry unless a worker has read it.
- * 1: deleted (it will never run); 0: a worker has it; -1: it is gone
- * (done, its result on the way). */
+ * 1: deleted, or gone without a result (deleted by hand, or lost by a
+ * server that restarted without its data): it will never run; 0: a
+ * worker has it; -1: done, its result on the way. */
 static const char CANCEL_LUA[] =
     "if #redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1) > 0 then return 0 end\n"
     "if redis.call('XDEL', KEYS[1], ARGV[2]) == 1 then return 1 end\n"
-    "return -1\n";
+    "if redis.call('EXISTS', KEYS[2]) == 1 then return -1 end\n"
+    "return 1\n";
 
 int rclient_cancel_pending(pool *p, future *f) {
   rclient *rc = RC(p);
   rtask *rt;
-  char entry[48];
+  char entry[48], result[300];
   rconn *c;
   redisReply *r;
   long long verdict = -2;
@@ -650,11 +652,12 @@ int rclient_cancel_pending(pool *p, future *f) {
     return -1;
   }
   snprintf(entry, sizeof entry, "%s", rt->entry);
+  snprintf(result, sizeof result, "%s%s-%" PRIu32, rc->keys.result, rc->cid, rt->seq);
   pthread_mutex_unlock(&rc->lock);
   pthread_mutex_lock(&rc->cmd_lock);
   if ((c = owner_conn(rc)) != NULL) {
-    const char *argv[6] = {"EVAL", CANCEL_LUA, "1", rc->keys.stream, RKEYS_GROUP, entry};
-    if ((r = rconn_cmd(c, 6, argv, NULL)) != NULL) {
+    const char *argv[7] = {"EVAL", CANCEL_LUA, "2", rc->keys.stream, result, RKEYS_GROUP, entry};
+    if ((r = rconn_cmd(c, 7, argv, NULL)) != NULL) {
       if (r->type == REDIS_REPLY_INTEGER) verdict = r->integer;
       freeReplyObject(r);
     }
@@ -753,6 +756,26 @@ void rclient_abort(pool *p) {
   atomic_store(&rc->stop, 1);
   rclient_wake(p);
   wake_listener(rc);
+}
+
+void rclient_cancel_queued(pool *p) {
+  rclient *rc = RC(p);
+  future **fs;
+  size_t i, n = 0;
+  rtask *rt;
+  pthread_mutex_lock(&rc->lock);
+  fs = malloc((rc->count ? rc->count : 1) * sizeof *fs);
+  for (i = 0; fs && i < rc->nbuckets; i++)
+    for (rt = rc->buckets[i]; rt; rt = rt->next) {
+      fs[n] = rt->t->f;
+      future_ref(fs[n++]);
+    }
+  pthread_mutex_unlock(&rc->lock);
+  for (i = 0; i < n; i++) {
+    future_cancel(fs[i]);
+    future_unref(fs[i]);
+  }
+  free(fs);
 }
 
 void rclient_join(pool *p) {

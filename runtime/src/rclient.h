@@ -48,6 +48,10 @@ void rclient_wake(pool *p);
 int rclient_cancel_pending(pool *p, future *f);
 void rclient_force_cancel(pool *p, future *f);
 
+/* shutdown{cancel_futures = true}: cancels the tasks in flight that no
+ * worker has read (the owner's thread). */
+void rclient_cancel_queued(pool *p);
+
 /* Cancels everything in flight (kill marks for what runs): the pool is
  * being torn down. */
 void rclient_abort(pool *p);

@@ -5,7 +5,7 @@
  *
  * Both cross a network and a server anybody with access can write to, so
  * the parsers trust nothing (every length is checked; they are fuzzed,
- * spec/fuzz/rmsg_fuzz.c) and, with a secret, nothing is parsed before its
+ * spec/fuzz/redis_fuzz.c) and, with a secret, nothing is parsed before its
  * signature is verified.
  *
  *   task   := "WFT" version:u8 'T' id:str reply:str name:str timeout:f64

@@ -4,16 +4,23 @@
 --                            hand-made edge cases
 --   spec/fuzz/frames/seed-*  a worker's side of the process-pool socket
 --                            (the header frames_fuzz.c reads, then frames)
+--   spec/fuzz/redis/seed-*   Redis task and result messages (rmsg.h's
+--                            layout) behind the mode byte redis_fuzz.c reads
 -- Run from the top of the tree after `make`:
 --   LUA_PATH='lua/?.lua;lua/?/init.lua;;' LUA_CPATH='build/?.so;;' lua5.4 spec/fuzz/seeds.lua
 -- It rewrites the seed-* files only; regression inputs (crash-*, and any
--- other name) are left alone.  Rerun it when the wire format changes (the
+-- other name) are left alone.  Name targets to write only theirs:
+--   ... lua5.4 spec/fuzz/seeds.lua redis  Rerun it when the wire format changes (the
 -- bytes of tables' hash parts come out in an order that differs from run
 -- to run: Lua seeds its string hashes per state).
 local core = require "weft.core"
 local enc = core._wire_encode
 
 local here = arg[0]:match("^(.*)/[^/]*$") or "."
+
+local only = {}
+for _, t in ipairs(arg) do only[t] = true end
+local function wanted(dir) return next(only) == nil or only[dir] end
 
 local function write(dir, name, bytes)
   local f = assert(io.open(here .. "/" .. dir .. "/seed-" .. name, "wb"))
@@ -193,8 +200,10 @@ for _, name in ipairs { "function-upvalues", "shared-refs", "record-task", "task
   end
 end
 
-clear("wire")
-for _, m in ipairs(messages) do write("wire", m[1], m[2]) end
+if wanted("wire") then
+  clear("wire")
+  for _, m in ipairs(messages) do write("wire", m[1], m[2]) end
+end
 
 -- === frames ================================================================
 
@@ -261,6 +270,191 @@ addf("done-garbage-outcome", head(1, 1, 0, ALL_STARTED, 0) ..
 addf("done-failed-garbage", head(1, 1, 0, ALL_STARTED, 0) ..
      frame(F.DONE, string.pack("<I4B", 0, FS_FAILED) .. enc("not a record")))
 
-clear("frames")
-for _, m in ipairs(frames) do write("frames", m[1], m[2]) end
-print(("wrote %d wire seeds, %d frames seeds"):format(#messages, #frames))
+if wanted("frames") then
+  clear("frames")
+  for _, m in ipairs(frames) do write("frames", m[1], m[2]) end
+end
+
+-- === redis =================================================================
+-- rmsg.h, byte for byte:
+--   task   := "WFT" version:u8 'T' id:str reply:str name:str timeout:f64
+--             retries:u32 ndelays:u32 delay:f64* max_deliveries:u32 ttl:u32
+--             level:u8 ndeps:u32 dep:str* message:str
+--   result := "WFT" version:u8 'R' id:str state:u8 flags:u8 deliveries:u32
+--             worker:str started:f64 finished:f64 outcome:str
+-- then the mode byte of redis_fuzz.c in front.  No HMAC here: a signed
+-- seed asks the harness to sign it (RESIGN); a signature given in the
+-- input is only ever a wrong one.
+local RMSG_VERSION = 1
+local FS_CANCELLED = 5
+local RMSG_TIMED_OUT, RMSG_DEAD = 1, 2
+local M = { RESULT = 1, KEY = 2, SIG = 4, RESIGN = 8, WRONG_KEY = 16, DECODE = 32 }
+local SIGNED = M.KEY + M.SIG + M.RESIGN
+
+local function task_msg(o)
+  local delays = o.delays or {}
+  local deps = o.deps or {}
+  local b = { "WFT", string.char(o.version or RMSG_VERSION), o.type or "T",
+              string.pack("<s4s4s4dI4I4", o.id or "c0ffee-1", o.reply or "weft:r:c0ffee",
+                          o.name or "", o.timeout or -1, o.retries or 0, o.ndelays or #delays) }
+  for _, d in ipairs(delays) do b[#b + 1] = string.pack("<d", d) end
+  b[#b + 1] = string.pack("<I4I4BI4", o.max_deliveries or 3, o.ttl or 86400, o.level or 20,
+                          o.ndeps or #deps)
+  for _, d in ipairs(deps) do b[#b + 1] = string.pack("<s4", d) end
+  b[#b + 1] = string.pack("<s4", o.message or "")
+  return table.concat(b)
+end
+
+local function result_msg(o)
+  return "WFT" .. string.char(o.version or RMSG_VERSION) .. (o.type or "R") ..
+         string.pack("<s4BBI4s4dds4", o.id or "c0ffee-1", o.state or FS_FINISHED,
+                     o.flags or 0, o.deliveries or 1, o.worker or "host:4242", o.started or 1.7e9,
+                     o.finished or 1.7e9 + 0.25, o.outcome or "")
+end
+
+local redis = {}
+local function addr(name, mode, bytes) redis[#redis + 1] = { name, string.char(mode) .. bytes } end
+
+local call = task_call(function(x, y) return x * y end, 6, 7)
+local call_deps = string.char(1, 0, 0) .. leb(4) ..
+    enc(function(a, b, c) return a, b, c end):sub(4) .. string.char(W.DEP) .. leb(0) ..
+    string.char(W.DEP) .. leb(1) .. string.char(W.DEP) .. leb(2)
+local dep_results = { enc(1, "one"), enc({ two = 2 }), enc(nil) }
+local tasks = {
+  { "task-0-deps", { message = call, name = "mul" } },
+  { "task-1-dep", { message = string.char(1, 0, 0) .. leb(2) ..
+                      enc(function(x) return x end):sub(4) .. string.char(W.DEP) .. leb(0),
+                    deps = { enc(42) } } },
+  { "task-3-deps", { message = call_deps, deps = dep_results, name = "join", timeout = 30 } },
+  { "task-delays", { message = call, retries = 3, delays = { 0.5, 1, 2.5 }, timeout = 5,
+                     max_deliveries = 5 } },
+  { "task-max-delays", { message = call, retries = 32, delays = (function()
+      local d = {}
+      for i = 1, 32 do d[i] = i / 4 end
+      return d
+    end)() } },
+  { "task-chunk", { message = (function()
+      local fn = enc(function(x) return x + 1 end)
+      return fn:sub(1, 2) .. "\1" .. fn:sub(4) .. "\0" .. leb(3) .. enc(1, 2, 3):sub(4)
+    end)(), name = "map", level = 10 } },
+}
+for _, t in ipairs(tasks) do
+  local m = task_msg(t[2])
+  addr(t[1], 0, m)
+  addr(t[1] .. "-decode", M.DECODE, m)
+  addr(t[1] .. "-signed", SIGNED + M.DECODE, m)
+  addr(t[1] .. "-unkeyed-sig", M.SIG, string.char(32) .. string.rep("\0", 32) .. m)
+end
+local t0 = task_msg(tasks[1][2])
+local t3 = task_msg(tasks[3][2])
+-- The verifier refuses.
+addr("task-keyed-unsigned", M.KEY, t0)
+addr("task-keyed-bad-sig", M.KEY + M.SIG, string.char(32) .. string.rep("\7", 32) .. t0)
+addr("task-keyed-short-sig", M.KEY + M.SIG, string.char(31) .. string.rep("\7", 31) .. t0)
+addr("task-keyed-long-sig", M.KEY + M.SIG, string.char(33) .. string.rep("\7", 33) .. t0)
+addr("task-keyed-no-sig-bytes", M.KEY + M.SIG, "")
+addr("task-wrong-key", SIGNED + M.WRONG_KEY, t3)
+addr("task-signed-unkeyed", M.SIG + M.RESIGN, t3)
+-- Malformed tasks (each unsigned and signed).
+local bad_tasks = {
+  { "wrong-magic", "WFX" .. t0:sub(4) },
+  { "wrong-version", task_msg { version = 2, message = call } },
+  { "wrong-type", task_msg { type = "R", message = call } },
+  { "empty", "" },
+  { "trailing", t3 .. "\0" },
+  { "id-empty", task_msg { id = "", message = call } },
+  { "id-200", task_msg { id = string.rep("i", 200), message = call } },
+  { "id-201", task_msg { id = string.rep("i", 201), message = call } },
+  { "reply-empty", task_msg { reply = "", message = call } },
+  { "reply-401", task_msg { reply = string.rep("r", 401), message = call } },
+  { "timeout-nan", task_msg { timeout = 0 / 0, message = call } },
+  { "timeout-inf", task_msg { timeout = 1 / 0, message = call } },
+  { "timeout-neg-inf", task_msg { timeout = -1 / 0, message = call } },
+  { "timeout-big", task_msg { timeout = 1e9 + 1, message = call } },
+  { "retries-big", task_msg { retries = 1000001, message = call } },
+  { "delays-33", task_msg { ndelays = 33, delays = {}, message = call } },
+  { "delay-negative", task_msg { delays = { 1, -1 }, message = call } },
+  { "delay-nan", task_msg { delays = { 0 / 0 }, message = call } },
+  { "ndelays-huge", task_msg { ndelays = 0xffffffff, message = call } },
+  { "ndeps-huge", task_msg { ndeps = 0xffffffff, message = call } },
+  { "ndeps-over-max", task_msg { ndeps = 100001, message = call } },
+  { "ndeps-more-than-there", task_msg { ndeps = 4, deps = dep_results, message = call } },
+  { "ndeps-fewer-than-there", task_msg { ndeps = 2, deps = dep_results, message = call } },
+  { "id-len-huge", "WFT\1T" .. string.pack("<I4", 0xffffffff) .. "x" },
+  { "dep-len-huge", task_msg { message = call }:sub(1, -(#call + 9)) .. string.pack("<I4I4", 1, 0xfffffff0) },
+  { "message-len-huge", task_msg { message = call }:sub(1, -(#call + 5)) .. string.pack("<I4", 0xffffffff) .. call },
+  { "message-len-short", task_msg { message = call }:sub(1, -(#call + 5)) .. string.pack("<I4", #call - 1) .. call },
+  { "level-max", task_msg { level = 255, message = "" } },
+  { "ttl-zero", task_msg { ttl = 0, message = call } },
+  { "ttl-max", task_msg { ttl = 0xffffffff, max_deliveries = 0xffffffff, message = call } },
+  { "message-empty", task_msg { message = "" } },
+}
+for _, t in ipairs(bad_tasks) do
+  addr("task-" .. t[1], 0, t[2])
+  addr("task-" .. t[1] .. "-signed", SIGNED, t[2])
+end
+for _, cut in ipairs { 4, 5, 9, 20, #t3 // 2, #t3 - #call_deps - 1, #t3 - 1 } do
+  addr("task-cut" .. cut, 0, t3:sub(1, cut))
+  addr("task-cut" .. cut .. "-signed", SIGNED, t3:sub(1, cut))
+end
+
+-- Results: a finished one's encoded values, a failed one's error record, a
+-- cancelled one's nothing.
+local rec = enc({ kind = "task", message = "boom", traceback = "stack traceback:\n\t[C]: in ?",
+                  task = "c0ffee-1" })
+local results_ = {
+  { "result-finished", { state = FS_FINISHED, outcome = enc(42, "ok", { t = true }) } },
+  { "result-finished-nil", { state = FS_FINISHED, outcome = enc() } },
+  { "result-failed", { state = FS_FAILED, outcome = rec, deliveries = 3 } },
+  { "result-failed-timeout", { state = FS_FAILED, flags = RMSG_TIMED_OUT,
+                               outcome = enc({ kind = "timeout", message = "task timed out" }) } },
+  { "result-failed-dead", { state = FS_FAILED, flags = RMSG_DEAD, deliveries = 4,
+                            outcome = enc({ kind = "worker", message = "the worker died" }) } },
+  { "result-cancelled", { state = FS_CANCELLED, outcome = "", worker = "" } },
+}
+for _, r in ipairs(results_) do
+  local m = result_msg(r[2])
+  addr(r[1], M.RESULT + M.DECODE, m)
+  addr(r[1] .. "-signed", M.RESULT + M.KEY + M.RESIGN + M.DECODE, m)
+end
+local r0 = result_msg(results_[1][2])
+addr("result-keyed-unsigned", M.RESULT + M.KEY, r0)
+addr("result-keyed-bad-sig", M.RESULT + M.KEY, r0 .. string.rep("\7", 32))
+addr("result-keyed-short", M.RESULT + M.KEY, string.rep("\7", 31))
+addr("result-wrong-key", M.RESULT + M.KEY + M.RESIGN + M.WRONG_KEY, r0)
+addr("result-signed-unkeyed", M.RESULT + M.RESIGN, r0)
+local bad_results = {
+  { "wrong-magic", "XFT" .. r0:sub(4) },
+  { "wrong-version", result_msg { version = 0, outcome = enc(1) } },
+  { "wrong-type", result_msg { type = "T", outcome = enc(1) } },
+  { "empty", "" },
+  { "trailing", r0 .. "\0" },
+  { "state-pending", result_msg { state = 0, outcome = enc(1) } },
+  { "state-settling", result_msg { state = 2, outcome = enc(1) } },
+  { "state-6", result_msg { state = 6, outcome = enc(1) } },
+  { "flags-all", result_msg { flags = 255, outcome = enc(1) } },
+  { "finished-no-outcome", result_msg { state = FS_FINISHED, outcome = "" } },
+  { "failed-no-outcome", result_msg { state = FS_FAILED, outcome = "" } },
+  { "cancelled-outcome", result_msg { state = FS_CANCELLED, outcome = rec } },
+  { "finished-garbage", result_msg { state = FS_FINISHED, outcome = "\1\0\5\6\255\255" } },
+  { "id-len-huge", "WFT\1R" .. string.pack("<I4", 0xffffffff) .. "x" },
+  { "outcome-len-huge", r0:sub(1, -(#enc(42, "ok", { t = true }) + 5)) .. string.pack("<I4", 0xffffffff) },
+}
+for _, r in ipairs(bad_results) do
+  addr("result-" .. r[1], M.RESULT + M.DECODE, r[2])
+  addr("result-" .. r[1] .. "-signed", M.RESULT + M.KEY + M.RESIGN + M.DECODE, r[2])
+end
+for _, cut in ipairs { 4, 5, 9, 20, #r0 // 2, #r0 - 1 } do
+  addr("result-cut" .. cut, M.RESULT, r0:sub(1, cut))
+  addr("result-cut" .. cut .. "-signed", M.RESULT + M.KEY + M.RESIGN, r0:sub(1, cut))
+end
+
+if wanted("redis") then
+  clear("redis")
+  for _, m in ipairs(redis) do write("redis", m[1], m[2]) end
+end
+local wrote = {}
+for _, c in ipairs { { "wire", messages }, { "frames", frames }, { "redis", redis } } do
+  if wanted(c[1]) then wrote[#wrote + 1] = ("%d %s seeds"):format(#c[2], c[1]) end
+end
+print("wrote " .. table.concat(wrote, ", "))
