@@ -850,6 +850,7 @@ void rclient_stats(lua_State *L, pool *p) {
   }
   pthread_mutex_unlock(&rc->cmd_lock);
   if (busy >= 0 && backlog >= 0) backlog -= busy;
+  set_int(L, "submitted", atomic_load(&p->submitted));
   set_int(L, "in_flight", inflight);
   set_int(L, "completed", atomic_load(&rc->completed));
   set_int(L, "redelivered", atomic_load(&rc->redelivered));

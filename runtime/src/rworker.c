@@ -62,6 +62,7 @@ typedef struct rworker {
   atomic_int stopping;             /* no new entries (SIGTERM) */
   atomic_int hb_stop;
   atomic_int fetching;             /* the fetcher still runs */
+  atomic_llong fetch_client;       /* the fetcher's CLIENT ID, 0: none */
   /* Guarded by lock, rank 0: no other lock is taken under it. */
   pthread_mutex_t lock;
   pthread_cond_t room;             /* an entry was let go, or stopping */
@@ -296,6 +297,11 @@ static void *fetch_main(void *arg) {
         if (conn.c) rconn_close(&conn);   /* (opened: set up again above) */
         continue;
       }
+      {   /* its id, so a stop can end its blocking read at once */
+        redisReply *id = rconn_cmdf(&conn, "CLIENT ID");
+        if (id && id->type == REDIS_REPLY_INTEGER) atomic_store(&w->fetch_client, id->integer);
+        if (id) freeReplyObject(id);
+      }
       pthread_mutex_lock(&w->lock);
       w->ready = 1;
       w->fetch_err[0] = '\0';
@@ -387,7 +393,7 @@ static void beat(rworker *w, rconn *c) {
     }
   }
   pthread_mutex_unlock(&w->lock);
-  if (n > 0 && (argv = malloc((n + 5) * sizeof *argv)) != NULL) {
+  if (n > 0 && (argv = malloc((n + 6) * sizeof *argv)) != NULL) {
     argv[0] = "EVAL";
     argv[1] = REFRESH_LUA;
     argv[2] = "1";
@@ -868,6 +874,13 @@ int rworker_serve(lua_State *L) {
       pthread_mutex_unlock(&w->lock);
       say(w, "stopping (%s): finishing %d task%s, taking no new ones",
           got_signal == SIGTERM ? "SIGTERM" : "SIGINT", n, n == 1 ? "" : "s");
+      if (atomic_load(&w->fetch_client) > 0) {   /* end the fetcher's blocking read */
+        rconn *c = owner_conn(w, 0.5);
+        redisReply *r = c ? rconn_cmdf(c, "CLIENT UNBLOCK %lld",
+                                       (long long)atomic_load(&w->fetch_client))
+                          : NULL;
+        if (r) freeReplyObject(r);
+      }
     }
     pthread_mutex_lock(&w->lock);
     in = w->inbox;
