@@ -5,6 +5,8 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <pthread.h>
+#include <signal.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -145,6 +147,27 @@ void rconn_describe(const rconn_addr *a, char *out, size_t size) {
 
 /* === connections ========================================================= */
 
+/* A write to a connection the server closed raises SIGPIPE, which would
+ * kill the program (a weft worker, or the application of a client).  Each
+ * call that may write blocks it for its thread and drops the one it
+ * raised. */
+static void pipe_block(sigset_t *old) {
+  sigset_t s;
+  sigemptyset(&s);
+  sigaddset(&s, SIGPIPE);
+  pthread_sigmask(SIG_BLOCK, &s, old);
+}
+
+static void pipe_restore(const sigset_t *old) {
+  sigset_t s, pending;
+  struct timespec zero = {0, 0};
+  sigemptyset(&s);
+  sigaddset(&s, SIGPIPE);
+  if (!sigismember(old, SIGPIPE) && sigpending(&pending) == 0 && sigismember(&pending, SIGPIPE))
+    while (sigtimedwait(&s, NULL, &zero) > 0) {}
+  pthread_sigmask(SIG_SETMASK, old, NULL);
+}
+
 void rconn_init(rconn *rc, const rconn_addr *a, double timeout) {
   memset(rc, 0, sizeof *rc);
   rc->addr = a;
@@ -176,7 +199,19 @@ static void fail(rconn *rc, const char *what) {
   rconn_close(rc);
 }
 
+static int open_unguarded(rconn *rc);
+
 int rconn_open(rconn *rc) {
+  sigset_t old;
+  int r;
+  if (rc->c) return 0;
+  pipe_block(&old);
+  r = open_unguarded(rc);
+  pipe_restore(&old);
+  return r;
+}
+
+static int open_unguarded(rconn *rc) {
   const rconn_addr *a = rc->addr;
   redisReply *r;
   char where[1100];
@@ -247,8 +282,11 @@ int rconn_ensure(rconn *rc, atomic_int *stop, double deadline) {
 
 redisReply *rconn_cmd(rconn *rc, int argc, const char **argv, const size_t *lens) {
   redisReply *r;
+  sigset_t old;
   if (rc->c == NULL) return NULL;
+  pipe_block(&old);
   r = redisCommandArgv(rc->c, argc, argv, lens);
+  pipe_restore(&old);
   if (r == NULL) fail(rc, "lost the connection to");
   return r;
 }
@@ -264,8 +302,13 @@ int rconn_append(rconn *rc, int argc, const char **argv, const size_t *lens) {
 
 redisReply *rconn_reply(rconn *rc) {
   void *r = NULL;
+  sigset_t old;
+  int rc_;
   if (rc->c == NULL) return NULL;
-  if (redisGetReply(rc->c, &r) != REDIS_OK || r == NULL) {
+  pipe_block(&old);
+  rc_ = redisGetReply(rc->c, &r);
+  pipe_restore(&old);
+  if (rc_ != REDIS_OK || r == NULL) {
     fail(rc, "lost the connection to");
     return NULL;
   }
@@ -275,10 +318,13 @@ redisReply *rconn_reply(rconn *rc) {
 redisReply *rconn_cmdf(rconn *rc, const char *fmt, ...) {
   va_list ap;
   redisReply *r;
+  sigset_t old;
   if (rc->c == NULL) return NULL;
+  pipe_block(&old);
   va_start(ap, fmt);
   r = redisvCommand(rc->c, fmt, ap);
   va_end(ap);
+  pipe_restore(&old);
   if (r == NULL) fail(rc, "lost the connection to");
   return r;
 }
