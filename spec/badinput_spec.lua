@@ -163,7 +163,8 @@ describe("executor constructors", function()
     { '"threads:5000"', "threads:5000", "workers" },
     { '"threads:99999999999999999999"', "threads:99999999999999999999", "threads:9999" },
     { '"processes:x"', "processes:x", "processes:x" }, { '"inline:2"', "inline:2", "inline:2" },
-    { '"threads 4"', "threads 4", "threads 4" }, { '"redis://nowhere"', "redis://nowhere", "redis" },
+    { '"threads 4"', "threads 4", "threads 4" }, { '"redis://"', "redis://", "no host" },
+    { '"redis://h:99999/0"', "redis://h:99999/0", "port" },
     { "a huge string", big_string(1e6), "spec" },
   }
 

@@ -208,6 +208,8 @@ local function parse_spec(what, spec)
     end
     return kind, check_workers(what, n)
   elseif spec:match("^redis://") or spec:match("^unix://") then
+    local err = core.redis_url_error(spec)
+    if err then raise("config", "%s: %s", what, err) end
     return "redis", spec
   end
   raise("config", "%s: unknown executor spec %q (expected inline, threads, threads:N, "

@@ -56,6 +56,7 @@
 #include "log.h"
 #include "procs.h"
 #include "rclient.h"
+#include "rconn.h"
 #include "run.h"
 #include "wire.h"
 
@@ -1597,6 +1598,16 @@ static void start_redis(lua_State *L, pool *p, int t) {
   lua_pop(L, 3);
 }
 
+/* core.redis_url_error(url) -> nil, or why the URL is not a usable Redis
+ * URL (executor specs are checked before anything is built). */
+static int l_redis_url_error(lua_State *L) {
+  rconn_addr a;
+  char err[1200];
+  if (rconn_parse_url(luaL_checkstring(L, 1), &a, err, sizeof err) == 0) return 0;
+  lua_pushstring(L, err);
+  return 1;
+}
+
 /* core.pool(kind, workers, name, init, init_args, timeout, opts) -> executor */
 static int l_pool(lua_State *L) {
   const char *kind = luaL_checkstring(L, 1);
@@ -1741,6 +1752,7 @@ void pool_open(lua_State *L) {
       {NULL, NULL}};
   static const luaL_Reg funcs[] = {
       {"pool", l_pool},
+      {"redis_url_error", l_redis_url_error},
       {"cpu_count", l_cpu_count},
       {"default_workers", l_default_workers},
       {"_task_metatable", l_task_metatable},
