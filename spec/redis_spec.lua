@@ -307,6 +307,7 @@ describe("weft.redis basics", function()
     local fs = {}
     for i = 1, 4 do fs[i] = ex:submit(function(x) return x end, i) end
     for i = 1, 4 do assert.equal(i, fs[i]:result(WAIT)) end
+    assert.is_true(worker:alive())
   end)
 
   it("applies the executor's timeout to every task", function()
@@ -762,27 +763,6 @@ describe("weft.redis faults", function()
     assert.equal(0, ex:stats().redelivered)
   end)
 
-  it("delivers every result when Redis is killed and restarted from its AOF mid-flow", function()
-    local server = R.start { aof = true }
-    R.worker(server.url, { queue = Q, workers = 2, claim_idle = 1, heartbeat = 0.2, name = "aof-a" })
-    local ex = redis { url = server.url, queue = Q }
-    local fs = {}
-    for i = 1, 50 do
-      fs[i] = track(ex:submit(function(x) os.execute("sleep 0.05") return x * 3 end, i))
-    end
-    local n = 0
-    for _ in weft.as_completed(fs, WAIT) do
-      n = n + 1
-      if n == 5 then break end
-    end
-    server:kill()
-    server:restart()
-    for i, f in ipairs(fs) do assert.equal(i * 3, result(f)) end
-    local s = ex:stats()
-    assert.equal(50, s.completed)
-    assert.equal(0, s.failed)
-  end)
-
   it("refuses malformed entries, logs each one and keeps serving", function()
     local server = R.start {}
     local SECRET = "s3"
@@ -923,5 +903,26 @@ describe("weft.redis faults", function()
     R.worker(server.url, named(FAST, "term-b"))
     assert.equal("later", result(g))
     assert.truthy(g:info().worker:find("term-b", 1, true), g:info().worker)
+  end)
+
+  it("delivers every result when Redis is killed and restarted from its AOF mid-flow", function()
+    local server = R.start { aof = true }
+    R.worker(server.url, { queue = Q, workers = 2, claim_idle = 1, heartbeat = 0.2, name = "aof-a" })
+    local ex = redis { url = server.url, queue = Q }
+    local fs = {}
+    for i = 1, 50 do
+      fs[i] = track(ex:submit(function(x) os.execute("sleep 0.05") return x * 3 end, i))
+    end
+    local n = 0
+    for _ in weft.as_completed(fs, WAIT) do
+      n = n + 1
+      if n == 5 then break end
+    end
+    server:kill()
+    server:restart()
+    for i, f in ipairs(fs) do assert.equal(i * 3, result(f)) end
+    local s = ex:stats()
+    assert.equal(50, s.completed)
+    assert.equal(0, s.failed)
   end)
 end)

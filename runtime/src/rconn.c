@@ -5,6 +5,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
 #include <math.h>
@@ -227,6 +228,9 @@ static int open_unguarded(rconn *rc) {
     fail(rc, "cannot connect to");
     return -1;
   }
+  /* Not inherited by the programs a task or the application starts: a
+   * child holding our socket would keep a dead connection open. */
+  fcntl(rc->c->fd, F_SETFD, fcntl(rc->c->fd, F_GETFD) | FD_CLOEXEC);
   redisSetTimeout(rc->c, tv_of(rc->timeout));
   if (!a->path[0]) redisEnableKeepAlive(rc->c);
   rconn_describe(a, where, sizeof where);

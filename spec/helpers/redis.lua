@@ -19,21 +19,23 @@
 --
 --   R.cleanup()        kill every worker, stop every server (after_each)
 --   R.free_port()      a loopback TCP port nobody listens on right now
---   R.logs()           every live worker's log, for assertion messages
+--   R.logs()           the log of every worker started since the last
+--                      R.cleanup(), for assertion messages
 --   R.wait_until(what, seconds, pred [, detail])
 --   R.sleep(seconds)
 --
 -- Options of R.start: aof (appendonly yes, appendfsync always), password
 -- (requirepass), user + pass (an ACL user with every right; the default
--- user is turned off), port (also
--- listen on a free loopback TCP port).  The server listens on a Unix socket
--- in a fresh directory made with mkdtemp, with `--save ""`.
+-- user is turned off), port (also listen on a free loopback TCP port).
+-- The server listens on a Unix socket in a fresh directory made with
+-- mkdtemp, with `--save ""`.
 --
 -- Options of R.worker: queue, workers, threads (true: --threads),
 -- heartbeat, claim_idle, name, secret (WEFT_SECRET; without it the
 -- variable is removed from the worker's environment), args (more words for
 -- the command line), env (more variables), nowait (do not wait for the
--- "weft worker: ready" line), program (default $WEFT_BUILD_DIR/weft/weft).
+-- "weft worker: ready" line), ready_timeout (how long to wait for it,
+-- default 60 s), program (default $WEFT_BUILD_DIR/weft/weft).
 -- The worker's stdout and stderr go to a log file in a fresh directory.
 --
 -- How processes are run.  Each one is started through a small bash launcher
@@ -43,10 +45,11 @@
 -- cannot be reused while the spec may still signal it, and the spec reads
 -- an exact exit status.  Beside it runs a watchdog that checks once a
 -- second that the spec process (busted) is alive, and kills the process
--- if it is not: a spec file killed by its time limit leaves nothing behind.
--- The launcher first closes every descriptor but stdin, stdout and stderr,
--- so that the processes it starts hold none of the spec process's sockets.
--- Only pids started here are ever signalled.
+-- if it is not (the launcher then removes the process's directory): a
+-- spec file killed by its time limit leaves nothing behind.  The launcher
+-- first closes every descriptor but stdin, stdout and stderr, so that the
+-- processes it starts hold none of the spec process's sockets.  Only pids
+-- started here are ever signalled.
 --
 -- The client (server:cmd) speaks RESP over the Unix socket with luv, one
 -- connection per call (AUTH first when the server wants a password), so it
@@ -114,8 +117,8 @@ local spec_pid = math.tointeger(uv.os_getpid())
 -- Runs "$@" in the background, as the header explains.  $1 is the spec's
 -- pid, $2 and $3 the pid and exit status files.
 local LAUNCHER = [[
-# The spec process's descriptors (an executor's Redis connections, made
-# without close-on-exec) must not live on in the processes started here.
+# No descriptor of the spec process (an executor's Redis connection that
+# lacks close-on-exec) may live on in the processes started here.
 # (-L: the descriptor the glob itself used is gone by now.)
 for p in /proc/$$/fd/*; do
   fd=${p##*/}
@@ -133,6 +136,11 @@ wait "$child"
 rc=$?
 kill "$dog" 2>/dev/null
 echo "$rc" > "$rcf.tmp" && mv "$rcf.tmp" "$rcf"
+# The spec process is gone (killed by its time limit): nobody else will
+# remove the directory.
+if ! kill -0 "$spec" 2>/dev/null; then
+  case $pidf in /tmp/weft-*/*) rm -rf "${pidf%/*}" ;; esac
+fi
 ]]
 
 local Proc = {}
@@ -237,6 +245,9 @@ local function pump(pred)
   while not pred() do uv.run("once") end
 end
 
+-- Stands for a nil reply while the replies are collected.
+R.NIL = setmetatable({}, { __tostring = function() return "redis nil" end })
+
 -- Sends the commands (each a list of words) on one connection to the Unix
 -- socket `path` and returns the list of their replies.
 local function request(path, commands, seconds)
@@ -291,8 +302,6 @@ local function request(path, commands, seconds)
   for i, v in ipairs(replies) do if v == R.NIL then replies[i] = nil end end
   return replies
 end
-
-R.NIL = setmetatable({}, { __tostring = function() return "redis nil" end })
 
 -- === servers ==============================================================
 
@@ -515,7 +524,8 @@ function Worker:term() return self:signal("TERM") end
 
 -- === cleanup ==============================================================
 
--- Every live worker's log, headed by its name.
+-- The log of every worker started since the last R.cleanup(), each
+-- headed by its name, pid and exit status.
 function R.logs()
   local parts = {}
   for _, w in ipairs(workers) do
