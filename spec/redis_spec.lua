@@ -58,7 +58,8 @@ local function await_file(path, seconds)
   end
 end
 
--- The bytes of the file at path, or "" when there is none.
+-- The bytes of the file at path, or "" when there is none.  Standalone
+-- (not util.read): tasks capture it and take it to the workers.
 local function slurp(path)
   local f = io.open(path, "rb")
   if not f then return "" end

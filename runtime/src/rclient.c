@@ -238,6 +238,14 @@ static void fail_expired(rclient *rc, double since, const char *err) {
   }
 }
 
+/* Pushes the wake element to our list, so the listener looks at once
+ * whether it is done. */
+static void push_wake(rclient *rc, rconn *c) {
+  const char *argv[3] = {"RPUSH", rc->keys.reply, WAKE};
+  redisReply *r = rconn_cmd(c, 3, argv, NULL);
+  if (r) freeReplyObject(r);
+}
+
 /* === the sender ========================================================= */
 
 static void sender_sleep(rclient *rc) {
@@ -437,11 +445,7 @@ static void *sender_main(void *arg) {
     resend = rt->next;
     drop_unsent(rc, rt, WK_CANCELLED, "the executor was shut down before the task was sent");
   }
-  if (conn.c) {   /* the listener may wait for results no longer coming */
-    const char *argv[3] = {"RPUSH", rc->keys.reply, WAKE};
-    redisReply *r = rconn_cmd(&conn, 3, argv, NULL);
-    if (r) freeReplyObject(r);
-  }
+  if (conn.c) push_wake(rc, &conn);   /* the listener may wait for results no longer coming */
   rconn_close(&conn);
   buf_free(&b);
   atomic_store(&rc->sender_gone, 1);
@@ -512,26 +516,8 @@ static void *listener_main(void *arg) {
 
 /* === the owner's side =================================================== */
 
-/* The owner's connection, connected (cmd_lock held); NULL with *err. */
-static rconn *owner_conn(rclient *rc) {
-  if (rc->cmd.c == NULL && rconn_ensure(&rc->cmd, NULL, weft_now() + CMD_TIMEOUT) != 0)
-    return NULL;
-  return &rc->cmd;
-}
-
-static int ensure_group(rconn *c, const rkeys *k, char *err, size_t errlen) {
-  const char *argv[6] = {"XGROUP", "CREATE", k->stream, RKEYS_GROUP, "0", "MKSTREAM"};
-  redisReply *r = rconn_cmd(c, 6, argv, NULL);
-  int ok;
-  if (r == NULL) {
-    snprintf(err, errlen, "%s", c->err);
-    return -1;
-  }
-  ok = r->type != REDIS_REPLY_ERROR || strncmp(r->str, "BUSYGROUP", 9) == 0;
-  if (!ok) snprintf(err, errlen, "cannot create the consumer group of %s: %s", k->stream, r->str);
-  freeReplyObject(r);
-  return ok ? 0 : -1;
-}
+/* The owner's connection, connected (cmd_lock held), or NULL. */
+static rconn *owner_conn(rclient *rc) { return rconn_ready(&rc->cmd, CMD_TIMEOUT); }
 
 int rclient_start(pool *p, const rclient_opts *o, int *kind, char *err, size_t errlen) {
   rclient *rc = calloc(1, sizeof *rc);
@@ -578,7 +564,8 @@ int rclient_start(pool *p, const rclient_opts *o, int *kind, char *err, size_t e
     snprintf(err, errlen, "%s", rc->cmd.err);
     return -1;
   }
-  if (ensure_group(&rc->cmd, &rc->keys, err, errlen) != 0) {
+  if (rconn_create_group(&rc->cmd, rc->keys.stream, RKEYS_GROUP) != 0) {
+    snprintf(err, errlen, "%s", rc->cmd.err);
     *kind = WK_BROKEN;
     return -1;
   }
@@ -602,15 +589,11 @@ void rclient_wake(pool *p) {
   if (rc && rc->efd >= 0) (void)!write(rc->efd, &one, sizeof one);
 }
 
-/* Pushes the wake element to our list, so the listener looks at once
- * whether it is done (shutdown). */
+/* The same from the owner (shutdown). */
 static void wake_listener(rclient *rc) {
-  const char *argv[3] = {"RPUSH", rc->keys.reply, WAKE};
   rconn *c;
-  redisReply *r;
   pthread_mutex_lock(&rc->cmd_lock);
-  if ((c = owner_conn(rc)) != NULL && (r = rconn_cmd(c, 3, argv, NULL)) != NULL)
-    freeReplyObject(r);
+  if ((c = owner_conn(rc)) != NULL) push_wake(rc, c);
   pthread_mutex_unlock(&rc->cmd_lock);
 }
 

@@ -284,6 +284,24 @@ int rconn_ensure(rconn *rc, atomic_int *stop, double deadline) {
   return 0;
 }
 
+rconn *rconn_ready(rconn *rc, double patience) {
+  if (rc->c == NULL && rconn_ensure(rc, NULL, weft_now() + patience) != 0) return NULL;
+  return rc;
+}
+
+int rconn_create_group(rconn *rc, const char *stream, const char *group) {
+  const char *argv[6] = {"XGROUP", "CREATE", stream, group, "0", "MKSTREAM"};
+  redisReply *r = rconn_cmd(rc, 6, argv, NULL);
+  int ok;
+  if (r == NULL) return -1;
+  ok = r->type != REDIS_REPLY_ERROR || strncmp(r->str, "BUSYGROUP", 9) == 0;
+  if (!ok)
+    snprintf(rc->err, sizeof rc->err, "cannot create the consumer group %s of %s: %s", group,
+             stream, r->str);
+  freeReplyObject(r);
+  return ok ? 0 : -1;
+}
+
 redisReply *rconn_cmd(rconn *rc, int argc, const char **argv, const size_t *lens) {
   redisReply *r;
   sigset_t old;

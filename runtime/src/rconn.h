@@ -45,6 +45,12 @@ int rconn_open(rconn *rc);
  * passes.  0 when connected. */
 int rconn_ensure(rconn *rc, atomic_int *stop, double deadline);
 void rconn_close(rconn *rc);
+/* rc, connected within `patience` seconds (retrying with back-off), or
+ * NULL with rc->err. */
+rconn *rconn_ready(rconn *rc, double patience);
+/* Creates the consumer group `group` of `stream` (and the stream) unless
+ * it exists, reading from the start: 0, or -1 with rc->err. */
+int rconn_create_group(rconn *rc, const char *stream, const char *group);
 /* Sets the reply timeout (for blocking commands that wait longer). */
 void rconn_set_timeout(rconn *rc, double seconds);
 

@@ -193,17 +193,6 @@ static void hand_in(rworker *w, entry *list) {
 
 /* === the fetcher ======================================================== */
 
-static int ensure_group(rconn *c, const rkeys *k) {
-  const char *argv[6] = {"XGROUP", "CREATE", k->stream, RKEYS_GROUP, "0", "MKSTREAM"};
-  redisReply *r = rconn_cmd(c, 6, argv, NULL);
-  int ok;
-  if (r == NULL) return -1;
-  ok = r->type != REDIS_REPLY_ERROR || strncmp(r->str, "BUSYGROUP", 9) == 0;
-  if (!ok) snprintf(c->err, sizeof c->err, "XGROUP CREATE %s: %s", k->stream, r->str);
-  freeReplyObject(r);
-  return ok ? 0 : -1;
-}
-
 /* Claims up to `room` entries idle for claim_idle seconds (their worker
  * is gone); returns them as a list. */
 static entry *claim(rworker *w, rconn *c, int room) {
@@ -287,7 +276,7 @@ static void *fetch_main(void *arg) {
     int room;
     size_t i, j;
     if (conn.c == NULL) {
-      if (rconn_open(&conn) != 0 || ensure_group(&conn, &w->keys) != 0) {
+      if (rconn_open(&conn) != 0 || rconn_create_group(&conn, w->keys.stream, RKEYS_GROUP) != 0) {
         pthread_mutex_lock(&w->lock);
         snprintf(w->fetch_err, sizeof w->fetch_err, "%s", conn.err);
         pthread_mutex_unlock(&w->lock);
@@ -333,7 +322,7 @@ static void *fetch_main(void *arg) {
     if ((r = rconn_cmd(&conn, 11, full, NULL)) == NULL) continue;
     if (r->type == REDIS_REPLY_ERROR) {
       if (strncmp(r->str, "NOGROUP", 7) == 0) {   /* the server lost its data */
-        ensure_group(&conn, &w->keys);
+        rconn_create_group(&conn, w->keys.stream, RKEYS_GROUP);
       } else {
         say(w, "reading %s: %s", w->keys.stream, r->str);
         rconn_close(&conn);
@@ -491,10 +480,7 @@ static const char DEAD_LUA[] =
     "redis.call('XDEL', KEYS[1], ARGV[2])\n"
     "return 1\n";
 
-static rconn *owner_conn(rworker *w, double patience) {
-  if (w->cmd.c == NULL && rconn_ensure(&w->cmd, NULL, weft_now() + patience) != 0) return NULL;
-  return &w->cmd;
-}
+static rconn *owner_conn(rworker *w, double patience) { return rconn_ready(&w->cmd, patience); }
 
 /* Writes the results waiting in w->done; what cannot be written now stays
  * there for the next round. */

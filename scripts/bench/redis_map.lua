@@ -37,15 +37,8 @@ local RUNS = 3
 -- reports that instead of the runner's time limit.
 local MAP_TIMEOUT = 20
 
-local function setting(name, default)
-  local v = os.getenv(name)
-  if v == nil or v == "" then return default end
-  if v == "default" then return nil end
-  return assert(math.tointeger(tonumber(v)), name .. " must be an integer or \"default\"")
-end
-
-local threads = setting("WEFT_BENCH_REDIS_THREADS", 1) == 1
-local prefetch = setting("WEFT_BENCH_REDIS_PREFETCH", 4)
+local threads = redis.setting("WEFT_BENCH_REDIS_THREADS", 1) == 1
+local prefetch = redis.setting("WEFT_BENCH_REDIS_PREFETCH", 4)
 
 local function inc(x)
   return x + 1

@@ -21,15 +21,8 @@ local CALLS = 2000
 local WARM = 200
 local RESULT_TIMEOUT = 5
 
-local function setting(name, default)
-  local v = os.getenv(name)
-  if v == nil or v == "" then return default end
-  if v == "default" then return nil end
-  return assert(math.tointeger(tonumber(v)), name .. " must be an integer or \"default\"")
-end
-
-local threads = setting("WEFT_BENCH_REDIS_THREADS", 1) == 1
-local prefetch = setting("WEFT_BENCH_REDIS_PREFETCH", 4)
+local threads = redis.setting("WEFT_BENCH_REDIS_THREADS", 1) == 1
+local prefetch = redis.setting("WEFT_BENCH_REDIS_PREFETCH", 4)
 
 local function one()
   return 1

@@ -169,6 +169,15 @@ local function describe(opts)
 end
 M.describe = describe
 
+-- An integer setting from the environment: `default` when unset, nil for
+-- the word "default" (the program's own default).
+function M.setting(name, default)
+  local v = os.getenv(name)
+  if v == nil or v == "" then return default end
+  if v == "default" then return nil end
+  return assert(math.tointeger(tonumber(v)), name .. " must be an integer or \"default\"")
+end
+
 function M.with_workers(opts, fn)
   local dir = assert(shell_line("mktemp -d"), "mktemp -d failed")
   assert(dir:match("^/") and not dir:find("'"), "odd temp dir " .. dir)

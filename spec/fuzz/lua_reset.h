@@ -13,6 +13,9 @@
 
 #include <lauxlib.h>
 #include <lua.h>
+#include <lualib.h>
+#include <stdio.h>
+#include <stdlib.h>
 
 /* Its address keys the snapshot in the registry:
  * {[key] = {value, copy-of-the-table-or-false}}. */
@@ -99,6 +102,42 @@ static void lua_reset(lua_State *L) {
   }
   lua_settop(L, 0);
   lua_gc(L, LUA_GCCOLLECT);
+}
+
+int luaopen_weft_core(lua_State *L);
+
+/* A state as a worker has it: the standard libraries, weft.core, and
+ * weft's Lua layer loaded once (a TASK value gets the weft.Task metatable
+ * it registers); then package.path and cpath are emptied, so a MODULE tag
+ * finds only what is loaded already (loading more from disk would run
+ * code that is not the decoder's).  Snapshotted for lua_reset.  `who`
+ * names the harness in the message when weft cannot be loaded. */
+static inline lua_State *lua_reset_worker_state(const char *who) {
+  lua_State *L = luaL_newstate();
+  if (L == NULL) abort();
+  luaL_openlibs(L);
+  luaL_requiref(L, "weft.core", luaopen_weft_core, 0);
+  lua_pop(L, 1);
+  lua_getglobal(L, "package");
+  lua_pushliteral(L, WEFT_FUZZ_LUADIR "/?.lua;" WEFT_FUZZ_LUADIR "/?/init.lua");
+  lua_setfield(L, -2, "path");
+  lua_pop(L, 1);
+  lua_getglobal(L, "require");
+  lua_pushliteral(L, "weft");
+  if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
+    fprintf(stderr, "%s: cannot load weft from %s: %s\n", who, WEFT_FUZZ_LUADIR,
+            lua_tostring(L, -1));
+    abort();
+  }
+  lua_getglobal(L, "package");
+  lua_pushliteral(L, "");
+  lua_setfield(L, -2, "path");
+  lua_pushliteral(L, "");
+  lua_setfield(L, -2, "cpath");
+  lua_pop(L, 1);
+  lua_settop(L, 0);
+  lua_reset_snapshot(L);
+  return L;
 }
 
 #endif

@@ -56,7 +56,6 @@
 #include "run.h"
 #include "wire.h"
 
-int luaopen_weft_core(lua_State *L);
 
 enum {
   M_RESULT = 1, M_KEY = 2, M_SIG = 4, M_RESIGN = 8, M_WRONG_KEY = 16, M_DECODE = 32
@@ -73,31 +72,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
   if (rmsg_key_init(&KEY, "fuzz-secret", 11) || rmsg_key_init(&OTHER, "other-secret", 12) ||
       rmsg_key_init(&NOKEY, NULL, 0) || !KEY.set || !OTHER.set || NOKEY.set)
     abort();
-  L = luaL_newstate();
-  if (L == NULL) abort();
-  luaL_openlibs(L);
-  luaL_requiref(L, "weft.core", luaopen_weft_core, 0);
-  lua_pop(L, 1);
-  /* weft's Lua layer, as a worker has it (see wire_fuzz.c). */
-  lua_getglobal(L, "package");
-  lua_pushliteral(L, WEFT_FUZZ_LUADIR "/?.lua;" WEFT_FUZZ_LUADIR "/?/init.lua");
-  lua_setfield(L, -2, "path");
-  lua_pop(L, 1);
-  lua_getglobal(L, "require");
-  lua_pushliteral(L, "weft");
-  if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
-    fprintf(stderr, "redis_fuzz: cannot load weft from %s: %s\n", WEFT_FUZZ_LUADIR,
-            lua_tostring(L, -1));
-    abort();
-  }
-  lua_getglobal(L, "package");
-  lua_pushliteral(L, "");
-  lua_setfield(L, -2, "path");
-  lua_pushliteral(L, "");
-  lua_setfield(L, -2, "cpath");
-  lua_pop(L, 1);
-  lua_settop(L, 0);
-  lua_reset_snapshot(L);
+  L = lua_reset_worker_state("redis_fuzz");
   return 0;
 }
 

@@ -36,7 +36,6 @@
 #include "lua_reset.h"
 #include "wire.h"
 
-int luaopen_weft_core(lua_State *L);
 
 static lua_State *L;
 
@@ -48,35 +47,7 @@ typedef struct input {
 int LLVMFuzzerInitialize(int *argc, char ***argv) {
   (void)argc;
   (void)argv;
-  L = luaL_newstate();
-  if (L == NULL) abort();
-  luaL_openlibs(L);
-  luaL_requiref(L, "weft.core", luaopen_weft_core, 0);
-  lua_pop(L, 1);
-  /* weft's Lua layer, loaded once here as a worker has it: a TASK value
-   * gets the weft.Task metatable it registers. */
-  lua_getglobal(L, "package");
-  lua_pushliteral(L, WEFT_FUZZ_LUADIR "/?.lua;" WEFT_FUZZ_LUADIR "/?/init.lua");
-  lua_setfield(L, -2, "path");
-  lua_pop(L, 1);
-  lua_getglobal(L, "require");
-  lua_pushliteral(L, "weft");
-  if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
-    fprintf(stderr, "wire_fuzz: cannot load weft from %s: %s\n", WEFT_FUZZ_LUADIR,
-            lua_tostring(L, -1));
-    abort();
-  }
-  /* Then a MODULE tag finds only what is loaded already (the standard
-   * libraries, weft's modules): loading more from disk would run their
-   * code, which is not the decoder's. */
-  lua_getglobal(L, "package");
-  lua_pushliteral(L, "");
-  lua_setfield(L, -2, "path");
-  lua_pushliteral(L, "");
-  lua_setfield(L, -2, "cpath");
-  lua_pop(L, 1);
-  lua_settop(L, 0);
-  lua_reset_snapshot(L);
+  L = lua_reset_worker_state("wire_fuzz");
   return 0;
 }
 

@@ -59,6 +59,7 @@
 -- nil, an error reply as { err = "ERR ..." }.
 
 local uv = require "luv"
+local util = require "helpers.util"
 
 local R = {}
 
@@ -68,17 +69,7 @@ local servers, workers = {}, {}   -- started here, for R.cleanup()
 
 -- === small pieces =========================================================
 
-local function sh_quote(s)
-  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
-end
-
-local function read(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local text = f:read("a")
-  f:close()
-  return text
-end
+local sh_quote, read = util.quote, util.read
 
 local function clock() return uv.hrtime() / 1e9 end
 
