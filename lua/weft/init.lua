@@ -425,7 +425,10 @@ function Executor:map(fn, items, opts)
   end
   self:_check_open("map")
   opts = check_opts("map", opts, map_opts)
-  local workers = self:stats().workers
+  local stats = self:stats()             -- (one call: a Redis executor asks its server)
+  -- A Redis executor counts the live workers of its queue: none yet is
+  -- still somewhere to send to.
+  local workers = max(stats.workers or 1, 1)
   local timeout = check_timeout("map", opts.timeout)
   local deadline = timeout and core.now() + timeout
   local list, nextitem
@@ -441,7 +444,7 @@ function Executor:map(fn, items, opts)
   end
   -- A deadline or a retry is per call: such calls travel one per task.
   local single = is_task(fn) and (fn.timeout ~= nil or fn.retries > 0)
-                 or self:stats().timeout ~= nil
+                 or stats.timeout ~= nil
   local chunksize = opts.chunksize
   if single then
     if chunksize ~= nil and (math_type(chunksize) ~= "integer" or chunksize < 1) then
@@ -453,7 +456,10 @@ function Executor:map(fn, items, opts)
   elseif math_type(chunksize) ~= "integer" or chunksize < 1 then
     raise("config", "map: chunksize must be a positive integer, got %s", tostring(chunksize))
   end
-  local window = opts.window or max(2 * chunksize, 4 * workers * chunksize)
+  -- A Redis executor's tasks are a network trip away each way (and wait
+  -- in its workers' prefetch): it takes more in flight to keep them busy.
+  local depth = stats.kind == "redis" and 64 or 4
+  local window = opts.window or max(2 * chunksize, depth * workers * chunksize)
   if math_type(window) ~= "integer" or window < 1 then
     raise("config", "map: window must be a positive integer, got %s", tostring(window))
   end

@@ -25,7 +25,9 @@ options:
   --heartbeat S      seconds between heartbeats (default 1)
   --claim-idle S     take over a dead worker's tasks after S seconds without
                      its heartbeat (default 10; at least 2 heartbeats)
-  --prefetch N       tasks taken from the queue at once (default 2 x workers)
+  --prefetch N       tasks held at once, running ones included (default:
+                     the running ones plus about 50 ms of queued work by
+                     the average task time, 1 to 16 more a worker)
   --name NAME        this worker's consumer name (default host:pid)
   --help             this text
 

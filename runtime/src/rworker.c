@@ -26,6 +26,13 @@
 
 #define CMD_TIMEOUT 5.0
 #define FETCH_BLOCK_MS "1000"
+/* Without --prefetch, a worker holds its running tasks plus up to
+ * HOLD_BUDGET seconds of queued ones (by the running average of its
+ * tasks' times), at least one more a slot and at most HOLD_MAX more a
+ * slot: short tasks are taken in batches (a round trip per task would
+ * cap the rate), long ones are left in the stream for idle workers. */
+#define HOLD_BUDGET 0.05
+#define HOLD_MAX 16
 
 /* An entry this worker holds: handed in by the fetcher, run as a local
  * task, held until its result is written (or it is refused).  On w->held
@@ -57,7 +64,9 @@ typedef struct rworker {
   rmsg_key key;
   char consumer[128];
   double heartbeat, claim_idle;
-  int capacity;                    /* entries held at most */
+  int slots;                       /* tasks the local pool runs at once */
+  int prefetch;                    /* --prefetch: entries held at most, 0: adaptive */
+  _Atomic double avg;              /* running average of a task's time, s (0: none yet) */
   int efd;                         /* wakes the owner */
   atomic_int stopping;             /* no new entries (SIGTERM) */
   atomic_int hb_stop;
@@ -257,6 +266,16 @@ static entry *claim(rworker *w, rconn *c, int room) {
   return list;
 }
 
+/* How many entries the worker may hold now (see HOLD_BUDGET). */
+static int capacity(rworker *w) {
+  double avg = atomic_load(&w->avg), extra;
+  if (w->prefetch > 0) return w->prefetch;
+  extra = avg > 0 ? HOLD_BUDGET / avg : 1;
+  if (extra > HOLD_MAX * w->slots) extra = HOLD_MAX * w->slots;
+  if (extra < w->slots) extra = w->slots;
+  return w->slots + (int)extra;
+}
+
 static void *fetch_main(void *arg) {
   rworker *w = arg;
   rconn conn;
@@ -298,7 +317,7 @@ static void *fetch_main(void *arg) {
       wake_owner(w);
     }
     pthread_mutex_lock(&w->lock);
-    while ((room = w->capacity - w->nheld) <= 0 && !atomic_load(&w->stopping)) {
+    while ((room = capacity(w) - w->nheld) <= 0 && !atomic_load(&w->stopping)) {
       struct timespec ts;
       clock_gettime(CLOCK_REALTIME, &ts);
       ts.tv_nsec += 200 * 1000 * 1000;
@@ -455,20 +474,26 @@ static void *heartbeat_main(void *arg) {
 /* === the owner: results ================================================= */
 
 /* Writes each result once (the first completion wins), pushes it to its
- * client's list, drops the kill mark, acknowledges and deletes the entry.
- * ARGV: group, result key prefix, kill hash, then per result: entry, task
- * id, reply list, ttl, message. */
+ * client's list, drops the kill marks, acknowledges and deletes the
+ * entries.  ARGV: group, result key prefix, kill hash, then per result:
+ * entry, task id, reply list, ttl, message.  What can be done once a
+ * batch is (the list TTLs, the kill marks, XACK and XDEL): a short task
+ * costs the server two calls. */
 static const char RESULT_LUA[] =
+    "local kills = redis.call('EXISTS', ARGV[3]) == 1\n"
+    "local lists, ids = {}, {}\n"
     "for i = 4, #ARGV, 5 do\n"
     "  if redis.call('SET', ARGV[2] .. ARGV[i + 1], ARGV[i + 4], 'NX', 'EX', ARGV[i + 3]) then\n"
     "    redis.call('RPUSH', ARGV[i + 2], ARGV[i + 4])\n"
-    "    redis.call('EXPIRE', ARGV[i + 2], ARGV[i + 3])\n"
+    "    lists[ARGV[i + 2]] = ARGV[i + 3]\n"
     "  end\n"
-    "  redis.call('HDEL', ARGV[3], ARGV[i + 1])\n"
-    "  if ARGV[i] ~= '' then\n"
-    "    redis.call('XACK', KEYS[1], ARGV[1], ARGV[i])\n"
-    "    redis.call('XDEL', KEYS[1], ARGV[i])\n"
-    "  end\n"
+    "  if kills then redis.call('HDEL', ARGV[3], ARGV[i + 1]) end\n"
+    "  if ARGV[i] ~= '' then ids[#ids + 1] = ARGV[i] end\n"
+    "end\n"
+    "for list, ttl in pairs(lists) do redis.call('EXPIRE', list, ttl) end\n"
+    "if #ids > 0 then\n"
+    "  redis.call('XACK', KEYS[1], ARGV[1], unpack(ids))\n"
+    "  redis.call('XDEL', KEYS[1], unpack(ids))\n"
     "end\n"
     "return 1\n";
 
@@ -482,22 +507,22 @@ static const char DEAD_LUA[] =
 
 static rconn *owner_conn(rworker *w, double patience) { return rconn_ready(&w->cmd, patience); }
 
-/* Writes the results waiting in w->done; what cannot be written now stays
- * there for the next round. */
+/* Results a script call writes at most (the script unpacks their ids). */
+#define FLUSH_MAX 1000
+
+/* Writes the results waiting in w->done, FLUSH_MAX a call; what cannot be
+ * written now stays there for the next round. */
 static void flush_results(rworker *w) {
-  size_t n = 0, i, cap;
-  const char **argv;
-  size_t *lens;
-  char (*ttls)[16];
+  const char **argv = NULL;
+  size_t *lens = NULL, i, n;
+  char (*ttls)[16] = NULL;
   entry *e;
   rconn *c;
   redisReply *r;
-  for (e = w->done; e; e = e->next_in) n++;
-  if (n == 0 || (c = owner_conn(w, 0.5)) == NULL) return;
-  cap = 7 + 5 * n;
-  argv = malloc(cap * sizeof *argv);
-  lens = malloc(cap * sizeof *lens);
-  ttls = malloc(n * sizeof *ttls);
+  if (w->done == NULL || (c = owner_conn(w, 0.5)) == NULL) return;
+  argv = malloc((7 + 5 * FLUSH_MAX) * sizeof *argv);
+  lens = malloc((7 + 5 * FLUSH_MAX) * sizeof *lens);
+  ttls = malloc(FLUSH_MAX * sizeof *ttls);
   if (argv == NULL || lens == NULL || ttls == NULL) goto out;
   argv[0] = "EVAL";
   argv[1] = RESULT_LUA;
@@ -507,32 +532,34 @@ static void flush_results(rworker *w) {
   argv[5] = w->keys.result;
   argv[6] = w->keys.kill;
   for (i = 0; i < 7; i++) lens[i] = strlen(argv[i]);
-  for (e = w->done, i = 0; e; e = e->next_in, i++) {
-    size_t k = 7 + 5 * i;
-    snprintf(ttls[i], sizeof ttls[i], "%u", e->ttl ? e->ttl : 3600u);
-    argv[k] = e->id;
-    argv[k + 1] = e->task;
-    argv[k + 2] = e->reply;
-    argv[k + 3] = ttls[i];
-    argv[k + 4] = e->result.data;
-    lens[k] = strlen(e->id);
-    lens[k + 1] = strlen(e->task);
-    lens[k + 2] = strlen(e->reply);
-    lens[k + 3] = strlen(ttls[i]);
-    lens[k + 4] = e->result.len;
-  }
-  if ((r = rconn_cmd(c, (int)(7 + 5 * n), argv, lens)) != NULL) {
-    if (r->type == REDIS_REPLY_ERROR) {
-      say(w, "cannot store results: %s (will retry)", r->str);
-    } else {
-      while ((e = w->done) != NULL) {
-        w->done = e->next_in;
-        w->served++;
-        release(w, e);
-      }
-      w->done_tail = NULL;
+  while (w->done) {
+    int ok;
+    for (e = w->done, n = 0; e && n < FLUSH_MAX; e = e->next_in, n++) {
+      size_t k = 7 + 5 * n;
+      snprintf(ttls[n], sizeof ttls[n], "%u", e->ttl ? e->ttl : 3600u);
+      argv[k] = e->id;
+      argv[k + 1] = e->task;
+      argv[k + 2] = e->reply;
+      argv[k + 3] = ttls[n];
+      argv[k + 4] = e->result.data;
+      lens[k] = strlen(e->id);
+      lens[k + 1] = strlen(e->task);
+      lens[k + 2] = strlen(e->reply);
+      lens[k + 3] = strlen(ttls[n]);
+      lens[k + 4] = e->result.len;
     }
+    if ((r = rconn_cmd(c, (int)(7 + 5 * n), argv, lens)) == NULL) break;
+    ok = r->type != REDIS_REPLY_ERROR;
+    if (!ok) say(w, "cannot store results: %s (will retry)", r->str);
     freeReplyObject(r);
+    if (!ok) break;
+    for (i = 0; i < n; i++) {
+      e = w->done;
+      w->done = e->next_in;
+      w->served++;
+      release(w, e);
+    }
+    if (w->done == NULL) w->done_tail = NULL;
   }
 out:
   free(argv);
@@ -613,6 +640,10 @@ static int on_done(lua_State *L) {
   r.worker.len = strlen(label);
   r.started = e->started;
   r.finished = rkeys_wallclock();
+  {   /* (a time from submit to done: what holding a task costs the others) */
+    double avg = atomic_load(&w->avg), t = r.finished - r.started;
+    atomic_store(&w->avg, avg > 0 ? avg + (t - avg) / 16 : t);
+  }
   if (state == FS_FINISHED || (state == FS_FAILED && f->data)) {
     r.outcome.p = f->data;
     r.outcome.len = f->len;
@@ -802,7 +833,8 @@ int rworker_serve(lua_State *L) {
   what = opt_str(L, 2, "what", NULL);
   w->heartbeat = opt_num(L, 2, "heartbeat", 1);
   w->claim_idle = opt_num(L, 2, "claim_idle", 10);
-  w->capacity = (int)opt_num(L, 2, "prefetch", 2 * local->nworkers);
+  w->slots = local->nworkers;
+  w->prefetch = (int)opt_num(L, 2, "prefetch", 0);
   if (url == NULL || rconn_parse_url(url, &w->addr, err, sizeof err) != 0)
     return weft_error(L, WK_CONFIG, "weft worker: %s", url ? err : "no URL");
   rconn_describe(&w->addr, w->where, sizeof w->where);

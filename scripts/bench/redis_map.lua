@@ -5,18 +5,14 @@ each --workers 1 (see redislib.lua for the setup and the cleanup). Then
 ex:map(function(x) return x + 1 end, {1 .. N}, {chunksize = 1}) on
 weft.redis{url = ..., queue = ...}: every item is its own task through
 the stream (XADD, a worker's XREADGROUP, its result back to the client),
-so items/s here is tasks/s. map's own window is used: 4 x workers x
-chunksize items in flight, 8 here. (With window = 64 and --prefetch 16
-the same setup did 14,000-21,000 tasks/s when this was written, with a
-third of the CPU per task: the window of 8 is what holds this figure
-down, not the server.) Every result is checked. Prints
-tasks per second, best of 3 runs after a warm-up; the note also gives
-items/s with chunksize = 100 (100 items per task, best of 3).
+so items/s here is tasks/s. map's own window is used (64 x workers x
+chunksize items in flight for a Redis executor), and the workers' own
+prefetch (their running task plus about 50 ms of queued ones: 17 each for
+tasks this short). Every result is checked. Prints tasks per second, best
+of 3 runs after a warm-up; the note also gives items/s with
+chunksize = 100 (100 items per task, best of 3).
 
-The workers run --threads with --prefetch 4, the best figure when this
-was written (2 cores, busy): --threads beat child processes by 10-30 %;
-prefetch 4 (map's 8 items in flight split over 2 workers) beat the
-default 2 by 20-40 %, and 8 or 16 did no better than 4, within the noise.
+The workers run --threads (10-30 % faster than child processes here).
 WEFT_BENCH_REDIS_THREADS (1 or 0) and WEFT_BENCH_REDIS_PREFETCH (a number,
 or "default") override them, to try others. The note says which were used.
 
@@ -38,7 +34,7 @@ local RUNS = 3
 local MAP_TIMEOUT = 20
 
 local threads = redis.setting("WEFT_BENCH_REDIS_THREADS", 1) == 1
-local prefetch = redis.setting("WEFT_BENCH_REDIS_PREFETCH", 4)
+local prefetch = redis.setting("WEFT_BENCH_REDIS_PREFETCH", nil)   -- nil: the worker's own
 
 local function inc(x)
   return x + 1

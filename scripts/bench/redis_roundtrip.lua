@@ -22,7 +22,7 @@ local WARM = 200
 local RESULT_TIMEOUT = 5
 
 local threads = redis.setting("WEFT_BENCH_REDIS_THREADS", 1) == 1
-local prefetch = redis.setting("WEFT_BENCH_REDIS_PREFETCH", 4)
+local prefetch = redis.setting("WEFT_BENCH_REDIS_PREFETCH", nil)   -- nil: the worker's own
 
 local function one()
   return 1
