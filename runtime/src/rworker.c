@@ -605,9 +605,8 @@ static int dead_letter(rworker *w, entry *e, const char *reason) {
   redisReply *r;
   int i, ok;
   snprintf(deliveries, sizeof deliveries, "%u", e->deliveries);
-  for (i = 0; i < 12; i++) lens[i] = strlen(argv[i]);
-  lens[7] = e->mlen;
-  lens[8] = e->s ? e->slen : 0;
+  for (i = 0; i < 12; i++)   /* (m and s are bytes, not strings) */
+    lens[i] = i == 7 ? e->mlen : i == 8 ? (e->s ? e->slen : 0) : strlen(argv[i]);
   if (c == NULL || (r = rconn_cmd(c, 12, argv, lens)) == NULL) return -1;
   ok = r->type != REDIS_REPLY_ERROR;
   if (!ok) say(w, "cannot move entry %s to %s: %s", e->id, w->keys.dead, r->str);
