@@ -379,6 +379,23 @@ describe("weft.redis basics", function()
     assert.equal(3, #run.tasks)
   end)
 
+  it("runs a flow script with weft run --executor and the Redis URL", function()
+    local script = util.write_temp([[
+      local weft = require "weft"
+      local double = weft.task { function(x) return x * 2 end, name = "double" }
+      local run = weft.flow { function(n) return double(n) end, name = "cli-redis" }:run(21)
+      print("state", run.state, "result", run.result, "worker", run.tasks[1].worker)
+    ]], ".lua")
+    local program = os.getenv("WEFT_BUILD_DIR") .. "/weft/weft"
+    local outfile = util.tmpname()
+    local ok = os.execute(("timeout 120 %s run --no-progress --executor %s %s > %s 2>&1"):format(
+      util.quote(program), util.quote(server.url .. "?queue=" .. Q), util.quote(script),
+      util.quote(outfile)))
+    local out = util.read(outfile) or ""
+    assert.is_true(ok, out)
+    assert.truthy(out:find("state\tcompleted\tresult\t42\tworker\tbasics-w", 1, true), out)
+  end)
+
   describe("weft.wait and weft.as_completed", function()
     it("weft.wait returns every future when all are done", function()
       local fs = {}
