@@ -379,6 +379,46 @@ describe("weft.redis basics", function()
     assert.equal(3, #run.tasks)
   end)
 
+  describe("weft.log in remote tasks", function()
+    local level
+    before_each(function() level = weft.log.level() end)
+    after_each(function()
+      weft.log.set_sink(nil)
+      weft.log.set_level(level)
+    end)
+
+    it("delivers a task's records to the submitter before its result, naming task and worker", function()
+      local got = {}
+      weft.log.set_sink(function(r) got[#got + 1] = r end)
+      local t = weft.task { function(x)
+        weft.log.info("hello " .. x)
+        weft.log.warn("careful")
+        return x
+      end, name = "greet" }
+      local f = ex:submit(t, 7)
+      assert.equal(7, f:result(WAIT))   -- (delivers what came before the result)
+      assert.equal(2, #got)
+      assert.same({ "info", "hello 7", "greet", 1 },
+                  { got[1].level, got[1].message, got[1].task, got[1].attempt })
+      assert.same({ "warn", "careful" }, { got[2].level, got[2].message })
+      assert.truthy(got[1].worker:find("basics-w", 1, true), got[1].worker)
+      assert.equal(f:info().worker, got[1].worker)
+    end)
+
+    it("makes and delivers debug records when the submitter asks for them", function()
+      local got = {}
+      weft.log.set_sink(function(r) got[#got + 1] = r.level .. ":" .. r.message end)
+      local t = weft.task { function() weft.log.debug("fine detail") weft.log.info("coarse") end }
+      weft.log.set_level("info")
+      ex:submit(t):result(WAIT)
+      assert.same({ "info:coarse" }, got)
+      got = {}
+      weft.log.set_level("debug")
+      ex:submit(t):result(WAIT)
+      assert.same({ "debug:fine detail", "info:coarse" }, got)
+    end)
+  end)
+
   it("runs a flow script with weft run --executor and the Redis URL", function()
     local script = util.write_temp([[
       local weft = require "weft"

@@ -156,6 +156,10 @@ struct home {
    * and a dispatch nested in that delivery left the newer ones queued. */
   int delivering_logs, logs_deferred;
   atomic_int log_level;        /* records below it are not made (log.h) */
+  /* The home's thread only: where its tasks' records go instead (log.h,
+   * log_set_hook), or NULL. */
+  int (*log_hook)(void *ctx, const struct log_record *r);
+  void *log_hook_ctx;
   /* The home's thread only: the flow label that tasks submitted now carry
    * (core.set_flow), and the ticker's period and next run (core.set_ticker;
    * 0: none). */

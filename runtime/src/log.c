@@ -75,6 +75,37 @@ log_record *log_record_new(int level, double time, const char *msg, size_t len) 
   return r;
 }
 
+log_record *log_record_remote(int level, double time, const char *msg, size_t len,
+                              const char *worker, size_t wlen) {
+  log_record *r = malloc(sizeof *r + len + 1 + wlen + 1);
+  char *label;
+  if (r == NULL) return NULL;
+  memset(r, 0, sizeof *r);
+  r->level = level;
+  r->time = time;
+  r->len = len;
+  memcpy(r->message, msg, len);
+  r->message[len] = '\0';
+  label = r->message + len + 1;
+  memcpy(label, worker, wlen);
+  label[wlen] = '\0';
+  r->worker = label;
+  return r;
+}
+
+/* The worker a record names, as f:info() does. */
+static void record_worker(const log_record *r, char *out, size_t size) {
+  if (r->worker)
+    snprintf(out, size, "%s", r->worker);
+  else
+    future_worker_label(r->worker_kind, r->worker_id, out, size);
+}
+
+void log_set_hook(home *h, log_hook hook, void *ctx) {
+  h->log_hook = hook;
+  h->log_hook_ctx = ctx;
+}
+
 void log_record_free(log_record *r) {
   if (r->f) future_unref(r->f);
   free(r);
@@ -83,13 +114,13 @@ void log_record_free(log_record *r) {
 
 /* The default line: "12:00:01 INFO  [flow/task#2 thread 1] message". */
 static void write_line(const log_record *r, const char *flow, const char *task) {
-  char when[16], who[64], ctx[384] = "", *line;
+  char when[16], who[300], ctx[640] = "", *line;
   time_t secs = (time_t)r->time;
   struct tm tm;
   size_t n;
   localtime_r(&secs, &tm);
   strftime(when, sizeof when, "%H:%M:%S", &tm);
-  future_worker_label(r->worker_kind, r->worker_id, who, sizeof who);
+  record_worker(r, who, sizeof who);
   if (flow || task || who[0]) {
     char attempt[16] = "";
     if (r->attempt > 1) snprintf(attempt, sizeof attempt, "#%d", r->attempt);
@@ -108,7 +139,7 @@ static void write_line(const log_record *r, const char *flow, const char *task) 
 static void deliver(lua_State *L, const log_record *r) {
   const char *flow = r->f && r->f->meta ? r->f->meta->flow : NULL;
   const char *task = r->f ? future_name(r->f) : NULL;
-  char who[64];
+  char who[300];
   int top = lua_gettop(L), status;
   if (r->level < atomic_load(&home_of(L)->log_level)) return;
   if (!r->f) flow = home_of(L)->flow;   /* made here: the flow running now */
@@ -136,7 +167,7 @@ static void deliver(lua_State *L, const log_record *r) {
     lua_pushinteger(L, r->attempt);
     lua_setfield(L, -2, "attempt");
   }
-  future_worker_label(r->worker_kind, r->worker_id, who, sizeof who);
+  record_worker(r, who, sizeof who);
   if (who[0]) {
     lua_pushstring(L, who);
     lua_setfield(L, -2, "worker");
@@ -194,9 +225,10 @@ log_record *log_take_locked(home *h, long *dropped) {
 }
 
 void log_deliver(lua_State *L, log_record *r, long dropped) {
+  home *h = home_of(L);
   while (r) {
     log_record *next = r->next;
-    deliver(L, r);
+    if (!(r->f && h->log_hook && h->log_hook(h->log_hook_ctx, r))) deliver(L, r);
     log_record_free(r);
     r = next;
   }

@@ -38,6 +38,8 @@ typedef struct log_record {
   int attempt;                 /* 0: not made by a task */
   int worker_kind, worker_id;  /* as in future_meta */
   future *f;                   /* the task's future (a reference), or NULL */
+  const char *worker;          /* a remote worker's label (in this allocation),
+                                  or NULL: worker_kind and worker_id name it */
   size_t len;
   char message[];
 } log_record;
@@ -62,7 +64,17 @@ void log_leave(log_task *prev);
 /* A record of `len` bytes of message (the caller fills in the rest), or
  * NULL when out of memory. */
 log_record *log_record_new(int level, double time, const char *msg, size_t len);
+/* The same, made by a remote worker that `worker` names (rclient.c). */
+log_record *log_record_remote(int level, double time, const char *msg, size_t len,
+                              const char *worker, size_t wlen);
 void log_record_free(log_record *r);
+
+/* A home may forward its tasks' records elsewhere instead of delivering
+ * them (`weft worker` sends them back to the submitter): the hook is
+ * called in the home's state with each record made by a task; 1 when it
+ * took care of it. */
+typedef int (*log_hook)(void *ctx, const log_record *r);
+void log_set_hook(home *h, log_hook hook, void *ctx);
 
 /* Delivers a record made by the runtime itself in L, now. */
 void log_here(lua_State *L, int level, const char *msg);

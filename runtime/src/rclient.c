@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "deadline.h"
+#include "log.h"
 #include "rconn.h"
 #include "rkeys.h"
 #include "rmsg.h"
@@ -145,33 +146,69 @@ static void settle_error(rclient *rc, future *f, weft_kind kind, const char *fmt
   pool_remote_done(rc->p, f, data ? FS_FAILED : FS_CANCELLED, data, len);
 }
 
+/* The sequence number of one of our task ids ("<client id>-<n>"); -1 for
+ * anything else (cannot happen on our own list). */
+static int seq_of(const rclient *rc, rmsg_str id, uint32_t *seq) {
+  size_t cl = strlen(rc->cid);
+  unsigned long long n;
+  char num[32], *end;
+  if (id.len <= cl + 1 || id.len > cl + 1 + 10 || memcmp(id.p, rc->cid, cl) != 0 ||
+      id.p[cl] != '-')
+    return -1;
+  memcpy(num, id.p + cl + 1, id.len - cl - 1);
+  num[id.len - cl - 1] = '\0';
+  n = strtoull(num, &end, 10);
+  if (*end || n > UINT32_MAX) return -1;
+  *seq = (uint32_t)n;
+  return 0;
+}
+
+/* A weft.log record one of our tasks made on its worker: delivered here,
+ * as records of local tasks are. */
+static void handle_log(rclient *rc, const char *elem, size_t len) {
+  rmsg_log l;
+  const char *why;
+  rtask *rt;
+  log_record *rec;
+  uint32_t seq;
+  future *f = NULL;
+  if (rmsg_parse_log(&rc->key, elem, len, &l, &why) != 0) {
+    fprintf(stderr, "weft: ignored a log message on %s: %s\n", rc->keys.reply, why);
+    return;
+  }
+  if (seq_of(rc, l.id, &seq) != 0) return;
+  pthread_mutex_lock(&rc->lock);
+  if ((rt = table_get(rc, seq)) != NULL) {
+    f = rt->t->f;
+    future_ref(f);
+  }
+  pthread_mutex_unlock(&rc->lock);
+  if (f == NULL) return;   /* (its future settled: cancelled here) */
+  rec = log_record_remote(l.level, l.time, l.message.p, l.message.len, l.worker.p, l.worker.len);
+  if (rec == NULL) {
+    future_unref(f);
+    return;
+  }
+  rec->attempt = (int)l.attempt;
+  rec->f = f;   /* (our reference goes to the record) */
+  log_post(f->home, rec);
+}
+
 static void handle_result(rclient *rc, const char *elem, size_t len) {
   rmsg_result r;
   const char *why;
   rtask *rt;
   char *data = NULL, label[300];
-  size_t cl = strlen(rc->cid);
-  unsigned long long seq;
-  char *end;
+  uint32_t seq;
   future *f = NULL;
   int owned = 0;
-  if (len == 1 && elem[0] == WAKE[0]) return;
   if (rmsg_parse_result(&rc->key, elem, len, &r, &why) != 0) {
     fprintf(stderr, "weft: ignored a result on %s: %s\n", rc->keys.reply, why);
     return;
   }
-  if (r.id.len <= cl + 1 || r.id.len > 40 || memcmp(r.id.p, rc->cid, cl) != 0 ||
-      r.id.p[cl] != '-')
-    return;   /* (not ours: cannot happen on our own list) */
-  {
-    char num[32];
-    memcpy(num, r.id.p + cl + 1, r.id.len - cl - 1);
-    num[r.id.len - cl - 1] = '\0';
-    seq = strtoull(num, &end, 10);
-    if (*end || seq > UINT32_MAX) return;
-  }
+  if (seq_of(rc, r.id, &seq) != 0) return;
   pthread_mutex_lock(&rc->lock);
-  if ((rt = table_take(rc, (uint32_t)seq)) != NULL) {
+  if ((rt = table_take(rc, seq)) != NULL) {
     owned = rt->sent;
     f = rt->t->f;
     future_ref(f);
@@ -200,6 +237,15 @@ out:
     pool_task_done(rc->p, rt->t);
     free(rt);
   }
+}
+
+/* One element of our list: a result, a log record, or the wake-up. */
+static void handle_element(rclient *rc, const char *elem, size_t len) {
+  if (len == 1 && elem[0] == WAKE[0]) return;
+  if (rmsg_type(elem, len) == 'L')
+    handle_log(rc, elem, len);
+  else
+    handle_result(rc, elem, len);
 }
 
 /* While the server is gone: fails the tasks whose timeout has passed since
@@ -503,7 +549,7 @@ static void *listener_main(void *arg) {
       redisReply *items = r->element[1];
       for (i = 0; i < items->elements; i++)
         if (items->element[i]->type == REDIS_REPLY_STRING)
-          handle_result(rc, items->element[i]->str, items->element[i]->len);
+          handle_element(rc, items->element[i]->str, items->element[i]->len);
     }
     freeReplyObject(r);
   }

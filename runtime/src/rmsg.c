@@ -60,16 +60,30 @@ int rmsg_put_task(buf *b, const rmsg_task *t, const char *const *deps, const siz
   return bad || put_s(b, t->message) ? -1 : 0;
 }
 
+/* Signs the element written to b from `at` on, when there is a key. */
+static int end_element(buf *b, const rmsg_key *k, size_t at) {
+  unsigned char sig[RMSG_SIG];
+  if (!k->set) return 0;
+  rmsg_sign(k, b->data + at, b->len - at, sig);
+  return buf_put(b, sig, sizeof sig);
+}
+
 int rmsg_put_result(buf *b, const rmsg_key *k, const rmsg_result *r) {
   size_t at = b->len;
-  unsigned char sig[RMSG_SIG];
   if (put_head(b, 'R') || put_s(b, r->id) || buf_putc(b, r->state) || buf_putc(b, r->flags) ||
       buf_put_u32(b, r->deliveries) || put_s(b, r->worker) || put_f64(b, r->started) ||
       put_f64(b, r->finished) || put_s(b, r->outcome))
     return -1;
-  if (!k->set) return 0;
-  rmsg_sign(k, b->data + at, b->len - at, sig);
-  return buf_put(b, sig, sizeof sig);
+  return end_element(b, k, at);
+}
+
+int rmsg_put_log(buf *b, const rmsg_key *k, const rmsg_log *l) {
+  size_t at = b->len;
+  if (put_head(b, 'L') || put_s(b, l->id) || buf_putc(b, l->level) ||
+      buf_put_u32(b, l->attempt) || put_f64(b, l->time) || put_s(b, l->worker) ||
+      put_s(b, l->message))
+    return -1;
+  return end_element(b, k, at);
 }
 
 /* --- reading -------------------------------------------------------------- */
@@ -103,7 +117,8 @@ static int get_head(frame_reader *r, char type, const char **why) {
     return -1;
   }
   if (r->p[4] != (unsigned char)type) {
-    *why = type == 'T' ? "not a task message" : "not a result message";
+    *why = type == 'T' ? "not a task message" : type == 'R' ? "not a result message"
+                                              : "not a log message";
     return -1;
   }
   r->p += 5;
@@ -172,21 +187,45 @@ int rmsg_next_dep(rmsg_task *t, rmsg_str *dep) {
   return 0;
 }
 
-int rmsg_parse_result(const rmsg_key *k, const char *m, size_t len, rmsg_result *res,
-                      const char **why) {
-  frame_reader r;
+/* Verifies a client list element and starts reading it: 0, or -1. */
+static int open_element(const rmsg_key *k, const char *m, size_t len, int type,
+                        frame_reader *r, const char **why) {
   if (k->set) {
     if (len < RMSG_SIG || !verify(k, m, len - RMSG_SIG, m + len - RMSG_SIG)) {
-      *why = "bad signature on a result (tampered, or signed with another secret)";
+      *why = "bad signature on a result or log message (tampered, or signed with another "
+             "secret)";
       return -1;
     }
     len -= RMSG_SIG;
   }
-  r.p = (const unsigned char *)m;
-  r.end = r.p + len;
-  r.bad = 0;
+  r->p = (const unsigned char *)m;
+  r->end = r->p + len;
+  r->bad = 0;
+  return get_head(r, (char)type, why);
+}
+
+int rmsg_parse_log(const rmsg_key *k, const char *m, size_t len, rmsg_log *l, const char **why) {
+  frame_reader r;
+  memset(l, 0, sizeof *l);
+  if (open_element(k, m, len, 'L', &r, why)) return -1;
+  l->id = get_s(&r);
+  l->level = frame_u8(&r);
+  l->attempt = frame_u32(&r);
+  l->time = get_f64(&r);
+  l->worker = get_s(&r);
+  l->message = get_s(&r);
+  if (r.bad || r.p != r.end) {
+    *why = "truncated log message";
+    return -1;
+  }
+  return 0;
+}
+
+int rmsg_parse_result(const rmsg_key *k, const char *m, size_t len, rmsg_result *res,
+                      const char **why) {
+  frame_reader r;
   memset(res, 0, sizeof *res);
-  if (get_head(&r, 'R', why)) return -1;
+  if (open_element(k, m, len, 'R', &r, why)) return -1;
   res->id = get_s(&r);
   res->state = frame_u8(&r);
   res->flags = frame_u8(&r);

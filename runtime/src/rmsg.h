@@ -13,17 +13,21 @@
  *             level:u8 ndeps:u32 dep:str* message:str
  *   result := "WFT" version:u8 'R' id:str state:u8 flags:u8 deliveries:u32
  *             worker:str started:f64 finished:f64 outcome:str
+ *   log    := "WFT" version:u8 'L' id:str level:u8 attempt:u32 time:f64
+ *             worker:str message:str
  *   str    := len:u32 bytes            (little-endian, as frame.h)
  *
  * `id` names the task ("<client id>-<n>"), `reply` is the list its result
  * goes to, `message` is a self-contained wire message (run.h), `dep` the
  * encoded results of its i-th dependency, `state` FS_FINISHED, FS_FAILED or
  * FS_CANCELLED, `flags` RMSG_TIMED_OUT and RMSG_DEAD, and `outcome` what
- * run.h's run_outcome holds (empty when cancelled).  Times are seconds since the epoch.
+ * run.h's run_outcome holds (empty when cancelled).  A log message is a
+ * weft.log record the task made, sent on the result's way (log.h).  Times are seconds since the epoch.
  *
  * Signatures: HMAC-SHA-256 (libsodium) of the message bytes, keyed by the
  * BLAKE2b hash of the secret.  A task carries it in its entry's `s` field;
- * a result element is the message followed by its 32-byte signature.
+ * a result or log element is the message followed by its 32-byte
+ * signature.
  */
 #ifndef WEFT_RMSG_H
 #define WEFT_RMSG_H
@@ -69,6 +73,13 @@ typedef struct rmsg_result {
   double started, finished;
 } rmsg_result;
 
+typedef struct rmsg_log {
+  rmsg_str id, worker, message;
+  int level;
+  uint32_t attempt;
+  double time;
+} rmsg_log;
+
 /* Derives the key of a secret (NULL or "": no key).  0, or -1 when
  * libsodium cannot start. */
 int rmsg_key_init(rmsg_key *k, const char *secret, size_t len);
@@ -91,5 +102,15 @@ int rmsg_next_dep(rmsg_task *t, rmsg_str *dep);
 /* Parses a result element (message, then the signature when k is set). */
 int rmsg_parse_result(const rmsg_key *k, const char *m, size_t len, rmsg_result *r,
                       const char **why);
+
+/* A log message, written and read as a result element is. */
+int rmsg_put_log(buf *b, const rmsg_key *k, const rmsg_log *l);
+int rmsg_parse_log(const rmsg_key *k, const char *m, size_t len, rmsg_log *l, const char **why);
+
+/* The type byte of a client list element ('R' or 'L'; read, not trusted:
+ * the parser of that type verifies), or 0. */
+static inline int rmsg_type(const char *m, size_t len) {
+  return len >= 5 && m[0] == 'W' && m[1] == 'F' && m[2] == 'T' ? (unsigned char)m[4] : 0;
+}
 
 #endif

@@ -18,6 +18,7 @@
 
 #include "deadline.h"
 #include "future.h"
+#include "log.h"
 #include "pool.h"
 #include "rconn.h"
 #include "rkeys.h"
@@ -86,8 +87,16 @@ typedef struct rworker {
   /* The owner's: */
   rconn cmd;
   entry *done, *done_tail;         /* results to write */
+  struct outlog *logs, **logs_tail;   /* log messages to send before them */
   long served, refused;
 } rworker;
+
+/* A weft.log record of a task, on its way back to the task's client. */
+typedef struct outlog {
+  struct outlog *next;
+  char *reply;                     /* the client's list */
+  buf msg;
+} outlog;
 
 static volatile sig_atomic_t got_signal;
 static int signal_efd = -1;
@@ -507,6 +516,68 @@ static const char DEAD_LUA[] =
 
 static rconn *owner_conn(rworker *w, double patience) { return rconn_ready(&w->cmd, patience); }
 
+/* The log hook (log.h): a record made by one of our tasks goes to the
+ * task's client, on the list its result will take (so it arrives first). */
+static int forward_log(void *ctx, const log_record *r) {
+  rworker *w = ctx;
+  entry *e;
+  outlog *o;
+  rmsg_log l;
+  char who[64] = "", label[300];
+  pthread_mutex_lock(&w->lock);
+  for (e = w->held; e && e->f != r->f; e = e->next) {}
+  pthread_mutex_unlock(&w->lock);
+  if (e == NULL || e->reply == NULL || (o = calloc(1, sizeof *o)) == NULL) return 0;
+  future_worker_label(r->worker_kind, r->worker_id, who, sizeof who);
+  snprintf(label, sizeof label, "%s%s%s", w->consumer, who[0] ? " " : "", who);
+  memset(&l, 0, sizeof l);
+  l.id.p = e->task;
+  l.id.len = strlen(e->task);
+  l.level = r->level;
+  l.attempt = (uint32_t)r->attempt;
+  l.time = r->time;
+  l.worker.p = label;
+  l.worker.len = strlen(label);
+  l.message.p = r->message;
+  l.message.len = r->len;
+  if ((o->reply = strdup(e->reply)) == NULL || rmsg_put_log(&o->msg, &w->key, &l) != 0) {
+    free(o->reply);
+    buf_free(&o->msg);
+    free(o);
+    return 0;   /* (delivered here instead) */
+  }
+  *w->logs_tail = o;
+  w->logs_tail = &o->next;
+  return 1;
+}
+
+/* Sends the log messages waiting, pipelined; 0 when none is left. */
+static int flush_logs(rworker *w) {
+  outlog *o;
+  rconn *c;
+  size_t n = 0, i;
+  if (w->logs == NULL) return 0;
+  if ((c = owner_conn(w, 0.5)) == NULL) return -1;
+  for (o = w->logs; o; o = o->next, n++) {
+    const char *argv[3] = {"RPUSH", o->reply, o->msg.data};
+    size_t lens[3] = {5, strlen(o->reply), o->msg.len};
+    if (rconn_append(c, 3, argv, lens)) return -1;
+  }
+  for (i = 0; i < n; i++) {
+    redisReply *r = rconn_reply(c);
+    if (r == NULL) return -1;   /* (all are sent again: a few may come twice) */
+    freeReplyObject(r);
+  }
+  while ((o = w->logs) != NULL) {
+    w->logs = o->next;
+    free(o->reply);
+    buf_free(&o->msg);
+    free(o);
+  }
+  w->logs_tail = &w->logs;
+  return 0;
+}
+
 /* Results a script call writes at most (the script unpacks their ids). */
 #define FLUSH_MAX 1000
 
@@ -519,7 +590,7 @@ static void flush_results(rworker *w) {
   entry *e;
   rconn *c;
   redisReply *r;
-  if (w->done == NULL || (c = owner_conn(w, 0.5)) == NULL) return;
+  if (w->done == NULL || flush_logs(w) != 0 || (c = owner_conn(w, 0.5)) == NULL) return;
   argv = malloc((7 + 5 * FLUSH_MAX) * sizeof *argv);
   lens = malloc((7 + 5 * FLUSH_MAX) * sizeof *lens);
   ttls = malloc(FLUSH_MAX * sizeof *ttls);
@@ -748,6 +819,8 @@ static void take_entry(rworker *w, entry *e) {
   memcpy(e->reply, t.reply.p, t.reply.len);
   e->reply[t.reply.len] = '\0';
   e->ttl = t.ttl;
+  if (t.level < atomic_load(&home_of(L)->log_level))   /* (the client filters them again) */
+    atomic_store(&home_of(L)->log_level, t.level);
   pthread_mutex_lock(&w->lock);
   snprintf(e->task, sizeof e->task, "%.*s", (int)t.id.len, t.id.p);
   pthread_mutex_unlock(&w->lock);
@@ -871,6 +944,8 @@ int rworker_serve(lua_State *L) {
     /* (not worth unwinding: the program exits) */
     return weft_error(L, WK_BROKEN, "weft worker: cannot start its threads");
   }
+  w->logs_tail = &w->logs;
+  log_set_hook(home_of(L), forward_log, w);   /* (taken off before w goes) */
   for (;;) {
     struct pollfd pfd[2] = {{w->efd, POLLIN, 0}, {cfd, POLLIN, 0}};
     entry *in, *e;
@@ -928,6 +1003,7 @@ int rworker_serve(lua_State *L) {
     free(kills);
     home_dispatch(L);
     flush_results(w);
+    flush_logs(w);   /* (those of tasks still running) */
     if (atomic_load(&w->stopping) && !atomic_load(&w->fetching)) {
       int n;
       pthread_mutex_lock(&w->lock);
@@ -935,6 +1011,14 @@ int rworker_serve(lua_State *L) {
       pthread_mutex_unlock(&w->lock);
       if (n == 0) break;
     }
+  }
+  log_set_hook(home_of(L), NULL, NULL);
+  while (w->logs) {   /* (unsent: the server is gone) */
+    outlog *o = w->logs;
+    w->logs = o->next;
+    free(o->reply);
+    buf_free(&o->msg);
+    free(o);
   }
   atomic_store(&w->hb_stop, 1);
   pthread_mutex_lock(&w->lock);
