@@ -963,6 +963,21 @@ describe("weft.redis faults", function()
     assert.truthy(g:info().worker:find("term-b", 1, true), g:info().worker)
   end)
 
+  it("fails a task with kind broken, naming the server, when Redis stays away past its timeout", function()
+    local server = R.start {}
+    local ex = redis { url = server.url, queue = Q }
+    -- No worker: the task waits in the stream while the server goes away.
+    local f = track(ex:submit(weft.task { function() return 1 end, timeout = 1 }))
+    R.wait_until("the task's entry in " .. tasks_stream(Q), WAIT, function()
+      return server:cmd("XLEN", tasks_stream(Q)) == 1
+    end)
+    server:kill()
+    local err = util.expect_error("broken", f.result, f, WAIT)
+    assert.truthy(util.mentions(err, server.socket), util.text(err))
+    assert.truthy(util.mentions(err, "did not come back within the task's timeout"), util.text(err))
+    assert.is_false(ex:stats().connected)
+  end)
+
   it("delivers every result when Redis is killed and restarted from its AOF mid-flow", function()
     local server = R.start { aof = true }
     R.worker(server.url, { queue = Q, workers = 2, claim_idle = 1, heartbeat = 0.2, name = "aof-a" })

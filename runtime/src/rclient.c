@@ -850,7 +850,9 @@ void rclient_stats(lua_State *L, pool *p) {
   inflight = (long long)rc->count;
   pthread_mutex_unlock(&rc->lock);
   pthread_mutex_lock(&rc->cmd_lock);
-  if ((c = owner_conn(rc)) != NULL) {   /* the fleet, as the server sees it */
+  /* The fleet, as the server sees it: one try to connect, no waiting (a
+   * server that is away leaves those fields out). */
+  if ((c = rconn_ready(&rc->cmd, 0)) != NULL) {
     char now[32];
     redisReply *r;
     snprintf(now, sizeof now, "%.3f", rkeys_wallclock());
