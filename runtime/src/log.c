@@ -63,8 +63,10 @@ static double epoch_now(void) {
   return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
-log_record *log_record_new(int level, double time, const char *msg, size_t len) {
-  log_record *r = malloc(sizeof *r + len + 1);
+/* A record with `extra` more bytes after its message (for a label). */
+static log_record *record_make(int level, double time, const char *msg, size_t len,
+                               size_t extra) {
+  log_record *r = malloc(sizeof *r + len + 1 + extra);
   if (r == NULL) return NULL;
   memset(r, 0, sizeof *r);
   r->level = level;
@@ -75,22 +77,25 @@ log_record *log_record_new(int level, double time, const char *msg, size_t len) 
   return r;
 }
 
+log_record *log_record_new(int level, double time, const char *msg, size_t len) {
+  return record_make(level, time, msg, len, 0);
+}
+
 log_record *log_record_remote(int level, double time, const char *msg, size_t len,
                               const char *worker, size_t wlen) {
-  log_record *r = malloc(sizeof *r + len + 1 + wlen + 1);
+  log_record *r = record_make(level, time, msg, len, wlen + 1);
   char *label;
   if (r == NULL) return NULL;
-  memset(r, 0, sizeof *r);
-  r->level = level;
-  r->time = time;
-  r->len = len;
-  memcpy(r->message, msg, len);
-  r->message[len] = '\0';
   label = r->message + len + 1;
   memcpy(label, worker, wlen);
   label[wlen] = '\0';
   r->worker = label;
   return r;
+}
+
+void log_record_free(log_record *r) {
+  if (r->f) future_unref(r->f);
+  free(r);
 }
 
 /* The worker a record names, as f:info() does. */
@@ -104,11 +109,6 @@ static void record_worker(const log_record *r, char *out, size_t size) {
 void log_set_hook(home *h, log_hook hook, void *ctx) {
   h->log_hook = hook;
   h->log_hook_ctx = ctx;
-}
-
-void log_record_free(log_record *r) {
-  if (r->f) future_unref(r->f);
-  free(r);
 }
 
 
