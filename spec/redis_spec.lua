@@ -978,6 +978,37 @@ describe("weft.redis faults", function()
     assert.is_false(ex:stats().connected)
   end)
 
+  it("delivers a result whose notice on the client's list was lost, from the stored result", function()
+    -- A notice BLMPOP takes off the client's list is lost with its reply
+    -- when the server dies or the connection breaks in between; the result
+    -- stored beside it is not.  Here the client's listener is kept from
+    -- popping (its user may not BLMPOP) and the notice is deleted: the
+    -- result must arrive all the same, and cancel() must find it done.
+    local s = R.start { user = "alice", pass = "pw-3", port = true }
+    local url = ("redis://alice:pw-3@127.0.0.1:%d/0"):format(s.port)
+    R.worker(url, named(FAST, "notice-a"))
+    local ex = redis { url = url, queue = Q }
+    assert.equal("warm", result(ex:submit(function() return "warm" end)))
+    s:cmd("ACL", "SETUSER", "alice", "-blmpop")
+    R.wait_until("the listener's BLMPOP to be refused", WAIT, function()
+      for _, entry in ipairs(s:cmd("ACL", "LOG")) do
+        for _, v in ipairs(entry) do
+          if v == "blmpop" then return true end
+        end
+      end
+    end)
+    local f = track(ex:submit(function() return 42 end))
+    R.wait_until("the task's stored result", WAIT, function()
+      return #s:cmd("KEYS", "weft:" .. Q .. ":result:*") == 2
+    end)
+    for _, list in ipairs(s:cmd("KEYS", "weft:" .. Q .. ":client:*")) do s:cmd("DEL", list) end
+    assert.is_false(f:cancel())
+    assert.equal(42, result(f))
+    s:cmd("ACL", "SETUSER", "alice", "+blmpop")
+    assert.equal("again", result(ex:submit(function() return "again" end)))
+    assert.equal(0, ex:stats().failed)
+  end)
+
   it("delivers every result when Redis is killed and restarted from its AOF mid-flow", function()
     local server = R.start { aof = true }
     R.worker(server.url, { queue = Q, workers = 2, claim_idle = 1, heartbeat = 0.2, name = "aof-a" })

@@ -25,6 +25,7 @@
 #define BATCH 256                /* XADDs per pipeline */
 #define CMD_TIMEOUT 5.0          /* seconds for a reply */
 #define LISTEN_BLOCK "0.5"       /* seconds BLMPOP waits */
+#define REFUSED_PAUSE 0.25       /* seconds before the listener retries a refused BLMPOP */
 #define WAKE "W"                 /* a list element that only wakes the listener */
 
 /* A task on its way: sent (or being sent) and not settled. */
@@ -121,6 +122,11 @@ static rtask *table_take(rclient *rc, uint32_t seq) {
 static rtask *table_of(rclient *rc, future *f) {
   rtask *rt = table_get(rc, f->claim_id);
   return rt && rt->t->f == f ? rt : NULL;
+}
+
+/* The key of the result of our task seq. */
+static void result_key(const rclient *rc, uint32_t seq, char *key, size_t size) {
+  snprintf(key, size, "%s%s-%" PRIu32, rc->keys.result, rc->cid, seq);
 }
 
 /* === settling ============================================================ */
@@ -246,6 +252,43 @@ static void handle_element(rclient *rc, const char *elem, size_t len) {
     handle_log(rc, elem, len);
   else
     handle_result(rc, elem, len);
+}
+
+/* After the listener reconnects: reads the stored result of every task
+ * sent and not settled.  A result element BLMPOP took off our list is gone
+ * from the server even when the reply carrying it never reached us (the
+ * server died, or the connection broke, between the two); the result key
+ * the worker wrote beside it is still there (results are written once,
+ * with a TTL).  A result that also comes by the list is the second one,
+ * and is ignored. */
+static void recover_results(rclient *rc, rconn *conn) {
+  uint32_t *seqs = NULL;
+  size_t n = 0, i, j;
+  rtask *rt;
+  pthread_mutex_lock(&rc->lock);
+  if (rc->count > 0 && (seqs = malloc(rc->count * sizeof *seqs)) != NULL) {
+    for (i = 0; i < rc->nbuckets; i++)
+      for (rt = rc->buckets[i]; rt; rt = rt->next)
+        if (rt->sent) seqs[n++] = rt->seq;
+  }
+  pthread_mutex_unlock(&rc->lock);
+  for (i = 0; i < n; i += BATCH) {
+    size_t m = n - i < BATCH ? n - i : BATCH;
+    for (j = 0; j < m; j++) {
+      char key[300];
+      const char *argv[2] = {"GET", key};
+      result_key(rc, seqs[i + j], key, sizeof key);
+      if (rconn_append(conn, 2, argv, NULL) != 0) goto out;
+    }
+    for (j = 0; j < m; j++) {
+      redisReply *r = rconn_reply(conn);
+      if (r == NULL) goto out;   /* (the next connection tries again) */
+      if (r->type == REDIS_REPLY_STRING) handle_result(rc, r->str, r->len);
+      freeReplyObject(r);
+    }
+  }
+out:
+  free(seqs);
 }
 
 /* While the server is gone: fails the tasks whose timeout has passed since
@@ -518,6 +561,7 @@ static void *listener_main(void *arg) {
   pool *p = rc->p;
   rconn conn;
   double down_since = 0;
+  int connected_before = 0;
   char down_err[2400] = "";
   const char *argv[7] = {"BLMPOP", LISTEN_BLOCK, "1", rc->keys.reply, "LEFT", "COUNT", "512"};
   rconn_init(&conn, &rc->addr, CMD_TIMEOUT);
@@ -538,12 +582,15 @@ static void *listener_main(void *arg) {
       }
       down_since = 0;
       atomic_store(&rc->down, 0);
+      if (connected_before) recover_results(rc, &conn);
+      connected_before = 1;
     }
     r = rconn_cmd(&conn, 7, argv, NULL);
     if (r == NULL) continue;
     if (r->type == REDIS_REPLY_ERROR) {   /* (a server that lost our AUTH) */
       snprintf(conn.err, sizeof conn.err, "Redis at %s: %s", rc->where, r->str);
       rconn_close(&conn);
+      rconn_sleep(REFUSED_PAUSE, &rc->stop, -1);   /* (not a busy loop of refusals) */
     } else if (r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
                r->element[1]->type == REDIS_REPLY_ARRAY) {
       redisReply *items = r->element[1];
@@ -646,19 +693,19 @@ static void wake_listener(rclient *rc) {
 /* The cancel script: deletes the entry unless a worker has read it.
  * 1: deleted, or gone without a result (deleted by hand, or lost by a
  * server that restarted without its data): it will never run; 0: a
- * worker has it; -1: done, its result on the way. */
+ * worker has it; a string: done, and this is its result (taken here, not
+ * awaited: its element on our list may be the one a lost reply took). */
 static const char CANCEL_LUA[] =
     "if #redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1) > 0 then return 0 end\n"
     "if redis.call('XDEL', KEYS[1], ARGV[2]) == 1 then return 1 end\n"
-    "if redis.call('EXISTS', KEYS[2]) == 1 then return -1 end\n"
-    "return 1\n";
+    "return redis.call('GET', KEYS[2]) or 1\n";
 
 int rclient_cancel_pending(pool *p, future *f) {
   rclient *rc = RC(p);
   rtask *rt;
   char entry[48], result[300];
   rconn *c;
-  redisReply *r;
+  redisReply *r = NULL;
   long long verdict = -2;
   double give_up = weft_now() + CMD_TIMEOUT;
   int rc_;
@@ -681,17 +728,19 @@ int rclient_cancel_pending(pool *p, future *f) {
     return -1;
   }
   snprintf(entry, sizeof entry, "%s", rt->entry);
-  snprintf(result, sizeof result, "%s%s-%" PRIu32, rc->keys.result, rc->cid, rt->seq);
+  result_key(rc, rt->seq, result, sizeof result);
   pthread_mutex_unlock(&rc->lock);
   pthread_mutex_lock(&rc->cmd_lock);
   if ((c = owner_conn(rc)) != NULL) {
     const char *argv[7] = {"EVAL", CANCEL_LUA, "2", rc->keys.stream, result, RKEYS_GROUP, entry};
-    if ((r = rconn_cmd(c, 7, argv, NULL)) != NULL) {
-      if (r->type == REDIS_REPLY_INTEGER) verdict = r->integer;
-      freeReplyObject(r);
-    }
+    r = rconn_cmd(c, 7, argv, NULL);
   }
   pthread_mutex_unlock(&rc->cmd_lock);
+  if (r != NULL) {
+    if (r->type == REDIS_REPLY_INTEGER) verdict = r->integer;
+    if (r->type == REDIS_REPLY_STRING) handle_result(rc, r->str, r->len);
+    freeReplyObject(r);
+  }
   if (verdict == 1) {   /* deleted: it will never run */
     pthread_mutex_lock(&rc->lock);
     rt = table_of(rc, f);

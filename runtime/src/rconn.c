@@ -270,16 +270,21 @@ static int open_unguarded(rconn *rc) {
   return 0;
 }
 
+int rconn_sleep(double seconds, atomic_int *stop, double deadline) {
+  double until = weft_now() + seconds;
+  for (;;) {   /* in slices, so a stop is heard */
+    struct timespec ts = {0, 20 * 1000 * 1000};
+    if ((stop && atomic_load(stop)) || (deadline >= 0 && weft_now() >= deadline)) return -1;
+    if (weft_now() >= until) return 0;
+    nanosleep(&ts, NULL);
+  }
+}
+
 int rconn_ensure(rconn *rc, atomic_int *stop, double deadline) {
   while (rconn_open(rc) != 0) {
-    double until = weft_now() + rc->backoff;
+    double pause = rc->backoff;
     rc->backoff = fmin(2.0, rc->backoff * 2);
-    while (weft_now() < until) {   /* in slices, so a stop is heard */
-      struct timespec ts = {0, 20 * 1000 * 1000};
-      if ((stop && atomic_load(stop)) || (deadline >= 0 && weft_now() >= deadline)) return -1;
-      nanosleep(&ts, NULL);
-    }
-    if ((stop && atomic_load(stop)) || (deadline >= 0 && weft_now() >= deadline)) return -1;
+    if (rconn_sleep(pause, stop, deadline) != 0) return -1;
   }
   return 0;
 }

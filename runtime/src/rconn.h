@@ -40,6 +40,9 @@ typedef struct rconn {
 void rconn_init(rconn *rc, const rconn_addr *a, double timeout);
 /* Connects (AUTH, SELECT) unless connected: 0, or -1 with rc->err. */
 int rconn_open(rconn *rc);
+/* Sleeps `seconds`, in slices: -1 as soon as *stop becomes non-zero or
+ * `deadline` (weft_now() based, < 0: none) passes, else 0. */
+int rconn_sleep(double seconds, atomic_int *stop, double deadline);
 /* Connects, retrying with back-off (50 ms doubling to 2 s) until it works,
  * *stop becomes non-zero or `deadline` (weft_now() based, < 0: none)
  * passes.  0 when connected. */
