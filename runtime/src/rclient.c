@@ -609,8 +609,12 @@ static void *listener_main(void *arg) {
 
 /* === the owner's side =================================================== */
 
-/* The owner's connection, connected (cmd_lock held), or NULL. */
-static rconn *owner_conn(rclient *rc) { return rconn_ready(&rc->cmd, CMD_TIMEOUT); }
+/* The owner's connection, connected (cmd_lock held), or NULL.  While the
+ * listener finds the server away, one try only: cancels of many futures
+ * must not wait CMD_TIMEOUT each for a server that is gone. */
+static rconn *owner_conn(rclient *rc) {
+  return rconn_ready(&rc->cmd, atomic_load(&rc->down) ? 0 : CMD_TIMEOUT);
+}
 
 int rclient_start(pool *p, const rclient_opts *o, int *kind, char *err, size_t errlen) {
   rclient *rc = calloc(1, sizeof *rc);
