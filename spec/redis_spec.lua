@@ -978,6 +978,25 @@ describe("weft.redis faults", function()
     assert.is_false(ex:stats().connected)
   end)
 
+  it("sends again the tasks whose XADDs were lost with the connection", function()
+    -- CLIENT PAUSE WRITE holds the executor's XADDs unanswered; killing
+    -- its connections then drops them: the sender must send them again
+    -- once it has reconnected.
+    local server = R.start {}
+    local ex = redis { url = server.url, queue = Q }
+    server:cmd("CLIENT", "PAUSE", "120000", "WRITE")
+    local fs = {}
+    for i = 1, 300 do fs[i] = track(ex:submit(function(x) return x + 1 end, i)) end
+    R.wait_until("an XADD held by the paused server", WAIT, function()
+      return server:cmd("CLIENT", "LIST"):find("cmd=xadd", 1, true)
+    end)
+    server:cmd("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
+    server:cmd("CLIENT", "UNPAUSE")
+    R.worker(server.url, named(FAST, "resend-a"))
+    for i, f in ipairs(fs) do assert.equal(i + 1, result(f)) end
+    assert.equal(300, ex:stats().completed)
+  end)
+
   it("delivers a result whose notice on the client's list was lost, from the stored result", function()
     -- A notice BLMPOP takes off the client's list is lost with its reply
     -- when the server dies or the connection breaks in between; the result

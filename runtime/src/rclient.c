@@ -30,7 +30,8 @@
 
 /* A task on its way: sent (or being sent) and not settled. */
 typedef struct rtask {
-  struct rtask *next;            /* bucket chain */
+  struct rtask *next;            /* bucket chain (or a list of taken ones) */
+  struct rtask *next_resend;     /* the sender's list of XADDs to send again */
   task *t;
   future *f;                     /* fail_expired's own reference */
   double timeout;                /* the task's, < 0: none */
@@ -418,7 +419,7 @@ static rtask *next_to_send(rclient *rc, rtask **resend) {
     if (*resend) {
       int mine;
       rt = *resend;
-      *resend = rt->next;
+      *resend = rt->next_resend;
       pthread_mutex_lock(&rc->lock);
       mine = table_get(rc, rt->seq) == rt;
       pthread_mutex_unlock(&rc->lock);
@@ -501,7 +502,7 @@ static void *sender_main(void *arg) {
       if (r == NULL) {   /* resend the rest after reconnecting, in order */
         int j;
         for (j = n - 1; j >= i; j--) {
-          batch[j]->next = resend;
+          batch[j]->next_resend = resend;
           resend = batch[j];
         }
         break;
@@ -531,7 +532,7 @@ static void *sender_main(void *arg) {
    * is unreachable). */
   while (resend) {
     rtask *rt = resend;
-    resend = rt->next;
+    resend = rt->next_resend;
     drop_unsent(rc, rt, WK_CANCELLED, "the executor was shut down before the task was sent");
   }
   if (conn.c) push_wake(rc, &conn);   /* the listener may wait for results no longer coming */
@@ -577,8 +578,7 @@ static void *listener_main(void *arg) {
           atomic_store(&rc->down, 1);
         }
         fail_expired(rc, down_since, down_err);
-        rconn_ensure(&conn, &rc->stop, weft_now() + 0.25);
-        continue;
+        if (rconn_ensure(&conn, &rc->stop, weft_now() + 0.25) != 0) continue;
       }
       down_since = 0;
       atomic_store(&rc->down, 0);
