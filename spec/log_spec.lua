@@ -127,6 +127,31 @@ describe("weft.log", function()
     assert.equal("end", f:result())
   end)
 
+  it("delivers a task's records before its done-callbacks, even when it ends mid-dispatch", function()
+    -- b logs and ends while a's callback runs, after that dispatch took
+    -- the records queued so far: b's record still comes before b's callback.
+    local got = collect()
+    local ex = util.threads { workers = 2 }
+    local ga, gb = gate.new(), gate.new()
+    local a = ex:submit(function(hold) hold() return "a" end, ga.hold)
+    local b = ex:submit(function(hold)
+      hold()
+      weft.log.info("from b")
+      return "b"
+    end, gb.hold)
+    local seen
+    a:add_done_callback(function()
+      gb:release()
+      local deadline = core.now() + 60
+      while not b:done() and core.now() < deadline do end
+    end)
+    b:add_done_callback(function() seen = #got end)
+    ga:release()
+    weft.wait({ a, b })
+    assert.is_true(b:done())
+    assert.equal(1, seen)
+  end)
+
   it("drops records below the submitting state's level, from any executor", function()
     local got = collect()
     weft.log.set_level("warn")

@@ -570,23 +570,50 @@ static void home_tick(lua_State *L, home *h) {
   lua_settop(L, top);
 }
 
-/* Runs the callbacks of futures that settled since the last dispatch.  Must
- * be called by the home's own thread, with no lock held. */
+/* The log records taken off h's queue (h->lock held), unless a delivery
+ * is under way further up the stack: records are delivered in the order
+ * they were made, so a dispatch nested in a delivery (an executor's __gc
+ * while the sink allocates, a sink that waits) leaves the newer ones to
+ * the outer delivery, which takes them once its batch is done. */
+static log_record *take_logs_locked(home *h, long *dropped) {
+  if (h->delivering_logs) {
+    h->logs_deferred = 1;
+    return NULL;
+  }
+  return h->log_head || h->dropped_logs ? log_take_locked(h, dropped) : NULL;
+}
+
+static void deliver_logs(lua_State *L, home *h, log_record *logs, long dropped) {
+  while (logs || dropped) {
+    h->delivering_logs = 1;
+    h->logs_deferred = 0;
+    log_deliver(L, logs, dropped);
+    h->delivering_logs = 0;
+    logs = NULL;
+    dropped = 0;
+    if (h->logs_deferred) {
+      pthread_mutex_lock(&h->lock);
+      logs = log_take_locked(h, &dropped);
+      pthread_mutex_unlock(&h->lock);
+    }
+  }
+}
+
+/* Delivers the log records queued, then runs the callbacks of futures that
+ * settled since the last dispatch.  A future's records come before its
+ * callbacks: those posted before it settled are taken with it.  Must be
+ * called by the home's own thread, with no lock held. */
 int home_dispatch(lua_State *L) {
   home *h = home_of(L);
   int ran = 0, drain;
   log_record *logs = NULL;
   long dropped = 0;
   /* Quiet the completion source first: a future queued after this point
-   * makes it readable again.  Records are delivered in the order they were
-   * made: a dispatch nested in a delivery (an executor's __gc while the
-   * sink allocates, a sink that waits) leaves the newer ones to the outer
-   * delivery, which takes them once its batch is done. */
+   * makes it readable again. */
   pthread_mutex_lock(&h->lock);
   drain = h->signaled;
   h->signaled = 0;
-  if (h->delivering_logs) h->logs_deferred = 1;
-  else logs = log_take_locked(h, &dropped);
+  logs = take_logs_locked(h, &dropped);
   pthread_mutex_unlock(&h->lock);
   if (drain) {
     uint64_t v;
@@ -601,32 +628,24 @@ int home_dispatch(lua_State *L) {
       pthread_mutex_unlock(&h->lock);
     }
   }
-  while (logs || dropped) {
-    h->delivering_logs = 1;
-    h->logs_deferred = 0;
-    log_deliver(L, logs, dropped);
-    h->delivering_logs = 0;
-    logs = NULL;
-    dropped = 0;
-    if (h->logs_deferred) {
-      pthread_mutex_lock(&h->lock);
-      logs = log_take_locked(h, &dropped);
-      pthread_mutex_unlock(&h->lock);
-    }
-  }
+  deliver_logs(L, h, logs, dropped);
   if (h->tick_every > 0 && !h->dispatching && weft_now() >= h->tick_at) home_tick(L, h);
   for (;;) {
     future *f;
     int top = lua_gettop(L), i, n;
+    logs = NULL;
+    dropped = 0;
     pthread_mutex_lock(&h->lock);
     f = h->done_head;
     if (f) {
       h->done_head = f->next_done;
       if (h->done_head == NULL) h->done_tail = NULL;
       f->queued_done = 0;
+      logs = take_logs_locked(h, &dropped);
     }
     pthread_mutex_unlock(&h->lock);
     if (f == NULL) return ran;
+    deliver_logs(L, h, logs, dropped);
     lua_rawgetp(L, LUA_REGISTRYINDEX, &CALLBACKS);
     if (lua_rawgetp(L, -1, f) == LUA_TTABLE) {
       lua_pushnil(L);
