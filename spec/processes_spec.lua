@@ -25,20 +25,8 @@ local function processes(opts)
 end
 
 -- The pid of the process that runs this code (the spec process, or a worker
--- when it runs inside a task: tasks capture it as an upvalue).
-local function self_pid()
-  local f = assert(io.open("/proc/self/stat"))
-  local pid = f:read("n")
-  f:close()
-  return pid
-end
-
--- Spins for about `seconds` (wall clock), then returns.  Only a bound for a
--- runtime that fails to stop the task: never relied on for correctness.
-local function spin(seconds)
-  local stop = os.time() + seconds
-  while os.time() < stop do end
-end
+-- when it runs inside a task), and a bounded spin: tasks capture both.
+local self_pid, spin = util.self_pid, util.spin
 
 local function write_file(path, text)
   local f = assert(io.open(path, "w"))

@@ -68,20 +68,8 @@ local function slurp(path)
   return text
 end
 
--- Spins for about `seconds` (wall clock), then returns: only a bound for a
--- runtime that fails to stop the task, never relied on.
-local function spin(seconds)
-  local stop = os.time() + seconds
-  while os.time() < stop do end
-end
-
--- The pid of the process that runs this code.
-local function self_pid()
-  local f = assert(io.open("/proc/self/stat"))
-  local pid = f:read("n")
-  f:close()
-  return math.tointeger(pid)
-end
+-- A bounded spin, and the pid of the process that runs this code.
+local spin, self_pid = util.spin, util.self_pid
 
 -- === helpers of the spec ==================================================
 

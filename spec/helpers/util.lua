@@ -15,6 +15,8 @@
 --   util.quote(s)                  -> s quoted for sh
 --   util.run_lua(source)           -> output (stdout + stderr) of a child lua5.4
 --   util.online_cpus()
+--   util.self_pid(), util.spin(seconds)
+--                                  -> for tasks too (see below)
 
 local weft = require "weft"
 local gate = require "helpers.gate"
@@ -149,6 +151,24 @@ function util.exists(path)
   local f = io.open(path, "r")
   if f then f:close() return true end
   return false
+end
+
+-- Two functions tasks capture as upvalues and take to their workers: their
+-- only upvalue is _ENV, so they run on the worker's own io and os.
+
+-- The pid of the process that runs this code.
+function util.self_pid()
+  local f = assert(io.open("/proc/self/stat"))
+  local pid = f:read("n")
+  f:close()
+  return pid
+end
+
+-- Spins for about `seconds` (wall clock), then returns.  Only a bound for a
+-- runtime that fails to stop the task: never relied on for correctness.
+function util.spin(seconds)
+  local stop = os.time() + seconds
+  while os.time() < stop do end
 end
 
 -- Runs `source` in a child lua5.4 with this process's package paths and
