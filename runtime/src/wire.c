@@ -11,6 +11,9 @@
  *   TABLE  narray nhash:u32 value*narray (key value)*nhash
  *   TASK   as TABLE, for a weft.task: it gets the receiving state's
  *          weft.Task metatable (a task's function may call another task)
+ *   OBJECT name TABLE-payload      a table whose metatable was registered
+ *          under `name` (weft.register): it gets the metatable registered
+ *          under that name in the receiving state
  *   FUNC   nupvalues proto upvalue*nupvalues
  *          proto := 0 blob-pointer (in-process only) | 1 size bytes
  *   REF    ordinal                 an object seen earlier in this message
@@ -21,10 +24,12 @@
  *   DEP    index                   the first result of the message's index-th
  *                                  dependency (a future among task arguments)
  *
- * Sizes are LEB128.  Tables and functions get ordinals in order of first
+ * Sizes are LEB128 (narray may be padded to 5 bytes: see put_table).
+ * A table's keys 1..narray travel in order as values, every other key as a
+ * pair.  Tables and functions get ordinals in order of first
  * appearance; the tag of one that is referenced again carries REFD, so the
  * decoder only keeps those.  Metatables are not copied, except a
- * weft.task's (TASK).
+ * weft.task's (TASK) and registered ones (OBJECT).
  */
 #include "wire.h"
 
@@ -38,7 +43,7 @@
 
 enum {
   W_NIL, W_FALSE, W_TRUE, W_INT, W_FLOAT, W_STR, W_TABLE, W_FUNC, W_REF,
-  W_UPREF, W_ENV, W_MODULE, W_CFUNC, W_DEP, W_TASK, W_NTAGS
+  W_UPREF, W_ENV, W_MODULE, W_CFUNC, W_DEP, W_TASK, W_OBJECT, W_NTAGS
 };
 
 const char wire_task_mt = 't';   /* registry key: the weft.Task metatable */
@@ -94,6 +99,72 @@ static int revmap_name(lua_State *L, int idx) {
   }
   lua_pushvalue(L, idx);
   if (lua_rawget(L, -2) == LUA_TSTRING) {
+    lua_remove(L, -2);
+    return 1;
+  }
+  lua_pop(L, 2);
+  return 0;
+}
+
+/* === registered types (weft.register) ==================================== */
+
+/* Registry key of the type table: name -> metatable and metatable -> name,
+ * one per state.  A table whose metatable is in it crosses as an OBJECT
+ * that names it, and the receiving state re-attaches its own metatable of
+ * that name. */
+static const char TYPES = 'y';
+
+static void push_types(lua_State *L) {
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &TYPES) != LUA_TTABLE) {
+    lua_pop(L, 1);
+    lua_newtable(L);
+    lua_pushvalue(L, -1);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &TYPES);
+  }
+}
+
+void wire_type_register(lua_State *L, int name, int mt) {
+  name = lua_absindex(L, name);
+  mt = lua_absindex(L, mt);
+  push_types(L);
+  /* Forget what either side was bound to, so the map stays one to one. */
+  lua_pushvalue(L, name);
+  if (lua_rawget(L, -2) != LUA_TNIL) { lua_pushnil(L); lua_rawset(L, -3); } else lua_pop(L, 1);
+  lua_pushvalue(L, mt);
+  if (lua_rawget(L, -2) != LUA_TNIL) { lua_pushnil(L); lua_rawset(L, -3); } else lua_pop(L, 1);
+  lua_pushvalue(L, name);
+  lua_pushvalue(L, mt);
+  lua_rawset(L, -3);
+  lua_pushvalue(L, mt);
+  lua_pushvalue(L, name);
+  lua_rawset(L, -3);
+  lua_pop(L, 1);
+}
+
+/* Pushes the registered name of the metatable at idx, or returns 0. */
+static int type_name_of(lua_State *L, int idx) {
+  idx = lua_absindex(L, idx);
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &TYPES) != LUA_TTABLE) {
+    lua_pop(L, 1);
+    return 0;
+  }
+  lua_pushvalue(L, idx);
+  if (lua_rawget(L, -2) == LUA_TSTRING) {
+    lua_remove(L, -2);
+    return 1;
+  }
+  lua_pop(L, 2);
+  return 0;
+}
+
+/* Pushes the metatable registered under the name, or returns 0. */
+static int type_lookup(lua_State *L, const char *name, size_t len) {
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &TYPES) != LUA_TTABLE) {
+    lua_pop(L, 1);
+    return 0;
+  }
+  lua_pushlstring(L, name, len);
+  if (lua_rawget(L, -2) == LUA_TTABLE) {
     lua_remove(L, -2);
     return 1;
   }
@@ -323,46 +394,100 @@ static int put_seen(wire_enc *e, const void *p) {
   return 0;
 }
 
+/* A table's array section is the run of keys 1, 2, 3... that lua_next
+ * yields first (Lua visits the array part first, in order).  A short gap of
+ * nils is carried as nils so that `#t` survives; a key that breaks the run
+ * (not the next integer, or past a gap as long as what came before) ends the
+ * section, and it and every later key travel as key-value pairs.  One
+ * traversal visits every key exactly once, whatever the table's layout: the
+ * array and hash parts, holes, or integer keys that live in the hash part.
+ * (Resuming lua_next from the border, as weft once did, skips the hash
+ * entries before the border's key when that key lives in the hash part.) */
+static int array_extends(lua_State *L, int key, lua_Unsigned narr) {
+  lua_Integer k;
+  if (!lua_isinteger(L, key) || narr >= WIRE_MAX_ARRAY) return 0;
+  k = lua_tointeger(L, key);
+  return k > 0 && (lua_Unsigned)k > narr &&
+         (lua_Unsigned)k - narr - 1 <= narr / 2 + 8 &&
+         (lua_Unsigned)k <= WIRE_MAX_ARRAY;
+}
+
+/* The size of the array section is known only after the traversal: it is
+ * written as a 5-byte LEB128 (padded with continuation bits, which the
+ * decoder reads like any other size) and filled in at the end.  A table
+ * whose first key is not 1 has no array section, and a 1-byte 0. */
+static void patch_size5(char *at, uint32_t v) {
+  int i;
+  for (i = 0; i < 4; i++) at[i] = (char)((v >> (7 * i)) & 0x7f) | (char)0x80;
+  at[4] = (char)(v >> 28);
+}
+
+static int put_table_entries(wire_enc *e, int idx) {
+  lua_State *L = e->L;
+  lua_Unsigned narr = 0;
+  uint32_t nhash = 0;
+  size_t narr_at = 0, nhash_at;
+  int has_next, in_array;
+  luaL_checkstack(L, 6, "weft: copying a table");
+  lua_pushnil(L);
+  has_next = lua_next(L, idx);
+  in_array = has_next && lua_isinteger(L, -2) && lua_tointeger(L, -2) == 1;
+  if (in_array) {
+    if (buf_reserve(&e->out, 5)) goto oom;
+    narr_at = e->out.len;
+    e->out.len += 5;
+  } else if (buf_putc(&e->out, 0)) {
+    goto oom;
+  }
+  if (buf_reserve(&e->out, 4)) goto oom;
+  nhash_at = e->out.len;
+  e->out.len += 4;
+  for (; has_next; has_next = lua_next(L, idx)) {
+    e->pathidx[e->depth] = lua_gettop(L) - 1;
+    if (in_array && array_extends(L, -2, narr)) {
+      lua_Unsigned k = (lua_Unsigned)lua_tointeger(L, -2);
+      for (; narr + 1 < k; narr++)   /* a short run of nils */
+        if (buf_putc(&e->out, W_NIL)) goto oom_pop;
+      if (put_value(e, -1)) { lua_pop(L, 2); return -1; }
+      narr = k;
+    } else {
+      in_array = 0;
+      if (put_value(e, -2) || put_value(e, -1)) { lua_pop(L, 2); return -1; }
+      if (++nhash == UINT32_MAX) { lua_pop(L, 2); return enc_fail(e, "table too large"); }
+    }
+    lua_pop(L, 1);
+  }
+  if (narr_at) patch_size5(e->out.data + narr_at, (uint32_t)narr);
+  for (int i = 0; i < 4; i++) e->out.data[nhash_at + i] = (char)(nhash >> (8 * i));
+  return 0;
+oom_pop:
+  lua_pop(L, 2);
+  return enc_oom(e);
+oom:
+  if (has_next) lua_pop(L, 2);
+  return enc_oom(e);
+}
+
 static int put_table(wire_enc *e, int idx) {
   lua_State *L = e->L;
-  lua_Unsigned narr = lua_rawlen(L, idx), i;
-  size_t count_at;
-  uint32_t nhash = 0;
   int r = put_seen(e, lua_topointer(L, idx)), tag = W_TABLE;
   if (r) return r < 0 ? -1 : 0;
   if (lua_getmetatable(L, idx)) {
     lua_rawgetp(L, LUA_REGISTRYINDEX, &wire_task_mt);
-    if (lua_rawequal(L, -1, -2)) tag = W_TASK;
-    lua_pop(L, 2);
-  }
-  if (buf_putc(&e->out, (char)tag) || buf_putvar(&e->out, narr) ||
-      buf_reserve(&e->out, 4))
-    return enc_oom(e);
-  count_at = e->out.len;
-  e->out.len += 4;
-  luaL_checkstack(L, 6, "weft: copying a table");
-  for (i = 1; i <= narr; i++) {
-    lua_pushinteger(L, (lua_Integer)i);
-    e->pathidx[e->depth] = lua_gettop(L);
-    lua_rawgeti(L, idx, (lua_Integer)i);
-    r = put_value(e, -1);
-    lua_pop(L, 2);
-    if (r) return -1;
-  }
-  /* The rest: lua_next from key narr skips the array slots already sent. */
-  if (narr > 0) lua_pushinteger(L, (lua_Integer)narr); else lua_pushnil(L);
-  while (lua_next(L, idx)) {
-    if (lua_isinteger(L, -2)) {
-      lua_Integer k = lua_tointeger(L, -2);
-      if (k >= 1 && (lua_Unsigned)k <= narr) { lua_pop(L, 1); continue; }
+    if (lua_rawequal(L, -1, -2)) {
+      tag = W_TASK;
+    } else if (type_name_of(L, -2)) {   /* a registered type: its name */
+      size_t len;
+      const char *name = lua_tolstring(L, -1, &len);
+      tag = W_OBJECT;
+      r = put_str(e, W_OBJECT, name, len);
+      lua_pop(L, 1);
+      if (r) { lua_pop(L, 2); return -1; }
     }
-    e->pathidx[e->depth] = lua_gettop(L) - 1;
-    if (put_value(e, -2) || put_value(e, -1)) { lua_pop(L, 2); return -1; }
-    lua_pop(L, 1);
-    if (++nhash == UINT32_MAX) { lua_pop(L, 1); return enc_fail(e, "table too large"); }
+    lua_pop(L, 2);
   }
-  for (i = 0; i < 4; i++) e->out.data[count_at + i] = (char)(nhash >> (8 * i));
-  return 0;
+  if (tag != W_OBJECT && buf_putc(&e->out, (char)tag)) return enc_oom(e);
+  return put_table_entries(e, idx);
 }
 
 static int put_function(wire_enc *e, int idx) {
@@ -542,8 +667,44 @@ char *wire_record(const char *kind, const char *message, const char *task,
 /* === decoder ============================================================= */
 
 static int dec_fail(wire_dec *d, const char *msg) {
-  if (!d->err) d->err = msg;
+  if (!d->err) d->err = d->reason = msg;
   return -1;
+}
+
+/* As a failure unwinds through the tables and functions around the bad
+ * value, each one puts its key in front of the path, so the message ends
+ * up as ".items[3]: type 'Point' is not registered here".  Only failures
+ * pay for this. */
+static void dec_path_prepend(wire_dec *d, const char *seg) {
+  size_t n = strlen(seg), have = strlen(d->path);
+  if (d->reason == NULL) return;
+  if (have + n >= sizeof d->path) return;   /* keep the innermost part */
+  memmove(d->path + n, d->path, have + 1);
+  memcpy(d->path, seg, n);
+  snprintf(d->errbuf, sizeof d->errbuf, "%s: %s", d->path, d->reason);
+  d->err = d->errbuf;
+}
+
+/* The key at `key` as a path segment: ".name", "[3]", "[true]". */
+static void dec_path_key(wire_dec *d, lua_State *L, int key) {
+  char seg[80];
+  if (lua_type(L, key) == LUA_TSTRING)
+    snprintf(seg, sizeof seg, ".%.60s", lua_tostring(L, key));
+  else if (lua_isinteger(L, key))
+    snprintf(seg, sizeof seg, "[%lld]", (long long)lua_tointeger(L, key));
+  else if (lua_type(L, key) == LUA_TNUMBER)
+    snprintf(seg, sizeof seg, "[%.17g]", lua_tonumber(L, key));
+  else if (lua_type(L, key) == LUA_TBOOLEAN)
+    snprintf(seg, sizeof seg, "[%s]", lua_toboolean(L, key) ? "true" : "false");
+  else
+    snprintf(seg, sizeof seg, "[%s]", luaL_typename(L, key));
+  dec_path_prepend(d, seg);
+}
+
+static void dec_path_index(wire_dec *d, size_t i) {
+  char seg[32];
+  snprintf(seg, sizeof seg, "[%zu]", i);
+  dec_path_prepend(d, seg);
 }
 
 int wire_get_byte(wire_dec *d, int *c) {
@@ -604,13 +765,17 @@ static int get_table(wire_dec *d, lua_State *L, int refd) {
   d->p += 4;
   remaining = (size_t)(d->end - d->p);
   /* every element takes at least one byte: refuse sizes the data can't hold */
-  if (narr > remaining || nhash > remaining / 2 || narr > INT32_MAX)
+  if (narr > remaining || nhash > remaining / 2 || narr > WIRE_MAX_ARRAY)
     return dec_fail(d, "bad table size in message");
   lua_createtable(L, (int)narr, (int)nhash);
   t = lua_gettop(L);
   dec_register(d, L, refd);
   for (i = 1; i <= narr; i++) {
-    if (get_value(d, L)) { lua_settop(L, t - 1); return -1; }
+    if (get_value(d, L)) {
+      dec_path_index(d, i);
+      lua_settop(L, t - 1);
+      return -1;
+    }
     lua_rawseti(L, t, (lua_Integer)i);
   }
   for (i = 0; i < nhash; i++) {
@@ -619,9 +784,38 @@ static int get_table(wire_dec *d, lua_State *L, int refd) {
       lua_settop(L, t - 1);
       return dec_fail(d, "bad table key in message");
     }
-    if (get_value(d, L)) { lua_settop(L, t - 1); return -1; }
+    if (get_value(d, L)) {
+      dec_path_key(d, L, -1);
+      lua_settop(L, t - 1);
+      return -1;
+    }
     lua_rawset(L, t);
   }
+  return 0;
+}
+
+/* OBJECT: the table gets the metatable this state registered under the
+ * name.  A name weft itself registers (weft.Error) may need weft's Lua
+ * layer loaded first, as a task does. */
+static int get_object(wire_dec *d, lua_State *L, int refd) {
+  const char *name;
+  size_t len;
+  if (get_bytes(d, &name, &len)) return -1;
+  if (!type_lookup(L, name, len)) {
+    lua_getglobal(L, "require");
+    lua_pushliteral(L, "weft");
+    if (!lua_isfunction(L, -2) || lua_pcall(L, 1, 0, 0) != LUA_OK) lua_pop(L, 1);
+    if (!type_lookup(L, name, len)) {
+      snprintf(d->typebuf, sizeof d->typebuf,
+               "type '%.*s' is not registered here (call weft.register('%.*s', mt) "
+               "in this state too: for a pool, in its init)",
+               (int)(len > 60 ? 60 : len), name, (int)(len > 60 ? 60 : len), name);
+      return dec_fail(d, d->typebuf);
+    }
+  }
+  if (get_table(d, L, refd)) { lua_pop(L, 1); return -1; }
+  lua_insert(L, -2);
+  lua_setmetatable(L, -2);
   return 0;
 }
 
@@ -695,6 +889,10 @@ static int get_function(wire_dec *d, lua_State *L, int refd) {
       lua_pop(L, 1);
       continue;
     } else if (get_value(d, L)) {
+      const char *upname = lua_getupvalue(L, f, (int)i);
+      char seg[80];
+      snprintf(seg, sizeof seg, " upvalue '%.60s'", upname && *upname ? upname : "?");
+      dec_path_prepend(d, seg);
       lua_settop(L, f - 1);
       return -1;
     }
@@ -734,11 +932,14 @@ static int get_value(wire_dec *d, lua_State *L) {
     }
     case W_TABLE:
     case W_TASK:
+    case W_OBJECT:
     case W_FUNC:
       if (d->depth >= WIRE_MAX_DEPTH) return dec_fail(d, "message nested too deeply");
       if (refd && d->refs == 0) return dec_fail(d, "bad reference flag in message");
       d->depth++;
-      r = tag == W_FUNC ? get_function(d, L, refd) : get_table(d, L, refd);
+      r = tag == W_FUNC     ? get_function(d, L, refd)
+          : tag == W_OBJECT ? get_object(d, L, refd)
+                            : get_table(d, L, refd);
       d->depth--;
       if (r == 0 && tag == W_TASK) set_task_metatable(L);
       return r;
@@ -802,7 +1003,8 @@ static int get_value(wire_dec *d, lua_State *L) {
 
 int wire_dec_init(wire_dec *d, lua_State *L, const char *data, size_t len,
                   int trusted) {
-  memset(d, 0, sizeof *d);
+  memset(d, 0, offsetof(wire_dec, path));   /* the buffers are set on failure */
+  d->path[0] = '\0';
   d->p = (const unsigned char *)data;
   d->end = d->p + len;
   d->trusted = trusted;
@@ -831,7 +1033,14 @@ int wire_decode_tuple(lua_State *L, const char *data, size_t len, int trusted,
   if (n > (size_t)(d.end - d.p)) { dec_fail(&d, "bad value count in message"); goto fail; }
   for (i = 0; i < n; i++) {
     if (max > 0 && i >= (size_t)max) break;
-    if (get_value(&d, L)) goto fail;
+    if (get_value(&d, L)) {
+      if (n > 1) {
+        char seg[40];
+        snprintf(seg, sizeof seg, "value %zu", i + 1);
+        dec_path_prepend(&d, seg);
+      }
+      goto fail;
+    }
   }
   if (max <= 0 && d.p != d.end) { dec_fail(&d, "trailing bytes in message"); goto fail; }
   lua_remove(L, base + 1);      /* the reference table */

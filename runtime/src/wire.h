@@ -23,6 +23,7 @@
 
 #define WIRE_VERSION 1
 #define WIRE_MAX_DEPTH 1000   /* tables/functions nested in one value */
+#define WIRE_MAX_ARRAY 0x7fffffff   /* a table's array section, at most */
 
 struct future;
 
@@ -94,7 +95,10 @@ typedef struct wire_dec {
   int refs;                    /* stack index of the ordinal->object table */
   size_t nobjects;
   int depth;
-  const char *err;
+  const char *err;             /* what went wrong, with the path to it */
+  /* on failure: the reason, and the path built as the failure unwinds */
+  const char *reason;
+  char path[256], errbuf[400], typebuf[200];
 } wire_dec;
 
 /* Starts reading a message: checks version and flags, and pushes one value
@@ -119,6 +123,12 @@ char *wire_record(const char *kind, const char *message, const char *task,
 
 /* The serialization-error message of a failed encode, for raising. */
 const char *wire_error(const wire_enc *e);
+
+/* weft.register(name, mt): binds name and metatable both ways in this
+ * state (replacing what either was bound to), so that tables with `mt`
+ * cross as `name` and arrive with the receiver's metatable of that name.
+ * `name` is a string and `mt` a table at the given indices. */
+void wire_type_register(lua_State *L, int name, int mt);
 
 /* The registry key under which the Lua layer registers weft.Task's
  * metatable (core._task_metatable): submit and the wire know tasks by it. */
