@@ -719,10 +719,13 @@ int pool_attempt_end(pool *p, worker *w, task *t, run_outcome *out, int kind) {
     pool_task_retry(p, t);
     return TASK_KEPT;
   }
-  if (kind == WK_TIMEOUT)
+  if (kind == WK_TIMEOUT) {
     pool_settle_timeout(p, t->f, t->timeout);
-  else
-    pool_finish(p, w, t, out);
+    return TASK_DONE;
+  }
+  if (kind == WK_EXIT)   /* os.exit in a thread task (stop_guard_exit) */
+    out->data = wire_record("exit", STOP_EXIT_MESSAGE, future_name(t->f), &out->len);
+  pool_finish(p, w, t, out);
   return TASK_DONE;
 }
 

@@ -138,8 +138,11 @@ static void run_call(lua_State *L, wire_dec *d, run_args *a) {
   for (i = 0; i < n; i++) {
     if (wire_get(d, L)) {
       lua_settop(L, base);
-      lua_pushfstring(L, "cannot decode the task's %s: %s",
-                      i == 0 ? "function" : "arguments", d->err);
+      if (i == 0)
+        lua_pushfstring(L, "cannot decode the task's function: %s", d->err);
+      else
+        lua_pushfstring(L, "cannot decode the task's argument %d%s%s", (int)i,
+                        d->err[0] == '.' || d->err[0] == '[' ? " " : ": ", d->err);
       fail_serialization(L, lua_tostring(L, -1), a->name, a->out);
       return;
     }
@@ -323,6 +326,10 @@ lua_State *run_state_new(const char *path, const char *cpath, const char *init,
   if (L == NULL) return NULL;
   luaL_openlibs(L);
   stop_track_coroutines(L);
+  /* An in-process (trusted) state is a thread worker's: it shares the
+   * process, so os.exit there must not end it.  A worker process's own
+   * os.exit ends only that worker, which the pool replaces. */
+  if (trusted) stop_guard_thread_state(L);
   lua_getglobal(L, "package");
   if (path) { lua_pushstring(L, path); lua_setfield(L, -2, "path"); }
   if (cpath) { lua_pushstring(L, cpath); lua_setfield(L, -2, "cpath"); }

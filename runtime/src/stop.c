@@ -94,6 +94,8 @@ static void push_stop_error(lua_State *L, stop_ctx *c) {
     weft_push_error(L, WK_TIMEOUT, "stopped: the deadline (%f s) passed", lv->seconds);
   else if (kind == WK_TIMEOUT)
     weft_push_error(L, WK_TIMEOUT, "stopped: the deadline passed");
+  else if (kind == WK_EXIT)
+    weft_push_error(L, WK_EXIT, "%s", STOP_EXIT_MESSAGE);
   else
     weft_push_error(L, WK_CANCELLED, "stopped: the task was cancelled");
 }
@@ -432,6 +434,54 @@ static int co_wrap(lua_State *L) {
   if (lua_getupvalue(L, -1, 1) == NULL) return 1;   /* not auxwrap: as is */
   lua_pushcclosure(L, co_wrapped, 2);      /* (g, co) */
   return 1;
+}
+
+/* === os.exit in a thread task ============================================ */
+
+/* os.exit in a worker thread's state.  The real one would end the whole
+ * program (every pool, the caller, the report it was about to write).
+ * Inside a task, it stops the task as a deadline does, with kind exit, so
+ * a pcall around it cannot swallow it; elsewhere (a pool's init) it is an
+ * ordinary error. */
+static int exit_in_thread(lua_State *L) {
+  stop_ctx *c = tls_ctx;
+  stop_level *lv = c ? c->top : NULL;
+  while (lv && lv->outer) lv = lv->outer;   /* the task's own level */
+  if (lv == NULL) return weft_error(L, WK_EXIT, "%s", STOP_EXIT_MESSAGE);
+  stop_fire(lv, WK_EXIT);
+  stop_check(L);
+  return weft_error(L, WK_EXIT, "%s", STOP_EXIT_MESSAGE);   /* not reached */
+}
+
+/* debug.sethook in a worker thread's state.  A task that sets its own hook
+ * while a stop unwinds it (in a pcall's handler, say) would take weft's
+ * stop hook off and run on past its deadline: while a stop is pending the
+ * call raises the stop instead.  Before a stop, a task's hook is its own;
+ * the stop hook replaces it when the stop comes, and the task's hook is put
+ * back when the task's level ends. */
+static int sethook_in_thread(lua_State *L) {
+  stop_check(L);
+  lua_pushvalue(L, lua_upvalueindex(1));
+  lua_insert(L, 1);
+  lua_call(L, lua_gettop(L) - 1, LUA_MULTRET);
+  return lua_gettop(L);
+}
+
+void stop_guard_thread_state(lua_State *L) {
+  lua_getglobal(L, "os");
+  if (lua_istable(L, -1)) {
+    lua_pushcfunction(L, exit_in_thread);
+    lua_setfield(L, -2, "exit");
+  }
+  lua_pop(L, 1);
+  lua_getglobal(L, "debug");
+  if (lua_istable(L, -1) && lua_getfield(L, -1, "sethook") == LUA_TFUNCTION) {
+    lua_pushcclosure(L, sethook_in_thread, 1);
+    lua_setfield(L, -2, "sethook");
+  } else if (lua_istable(L, -1)) {
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 1);
 }
 
 void stop_track_coroutines(lua_State *L) {

@@ -97,6 +97,15 @@ int stop_pending(void);
  * makes sure the hook keeps raising); returns otherwise. */
 void stop_check(lua_State *L);
 
+/* Thread workers' states: os.exit fails the task (kind exit) instead of
+ * ending the process, and debug.sethook cannot take the stop hook off while
+ * a stop is pending.  (The standard streams need no guard: Lua's io library
+ * refuses to close them.) */
+#define STOP_EXIT_MESSAGE \
+  "os.exit is not allowed in a thread task (it would end the whole program); " \
+  "return or error() to end the task"
+void stop_guard_thread_state(lua_State *L);
+
 /* Worker states: wraps coroutine.resume and coroutine.wrap (see above). */
 void stop_track_coroutines(lua_State *L);
 
