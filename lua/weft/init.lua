@@ -265,6 +265,30 @@ function weft.default_executor()
   return default_built
 end
 
+-- === registered types ====================================================
+
+--- weft.register(name, mt): a table whose metatable is `mt` crosses to
+--- other states (task arguments, results, upvalues) with its metatable:
+--- the receiving state re-attaches the metatable registered there under
+--- `name`.  Register in the program and in each worker's `init`.  Other
+--- metatables are dropped by the copy.
+function weft.register(name, mt)
+  if type(name) ~= "string" or name == "" then
+    raise("config", "weft.register: the name must be a non-empty string, got %s",
+          type(name) == "string" and "an empty string" or type(name))
+  end
+  if type(mt) ~= "table" then
+    raise("config", "weft.register: the metatable of '%s' must be a table, got %s",
+          name, type(mt))
+  end
+  core.register(name, mt)
+  return mt
+end
+
+-- weft's own errors cross as errors: a weft.Error passed or returned is one
+-- on the other side too.
+core.register("weft.Error", Error)
+
 -- === tasks ===============================================================
 
 local Task = {}

@@ -29,6 +29,9 @@ options:
                      the running ones plus about 50 ms of queued work by
                      the average task time, 1 to 16 more a worker)
   --name NAME        this worker's consumer name (default host:pid)
+  --require MODULE   require MODULE in every state that runs tasks, before
+                     the first task (repeatable): where tasks' modules call
+                     weft.register for the types their values carry
   --help             this text
 
 environment: WEFT_SECRET, the secret messages are signed with (the same as
@@ -84,6 +87,9 @@ function M.parse(args)
       end
       o.prefetch = n
     elseif a == "--name" then o.name = value()
+    elseif a == "--require" then
+      o.requires = o.requires or {}
+      o.requires[#o.requires + 1] = value()
     elseif a:sub(1, 1) == "-" then
       fail("unknown option %s (see 'weft worker --help')", a)
     elseif o.url then
@@ -107,12 +113,22 @@ function M.main(args)
   local secret = os.getenv("WEFT_SECRET")
   if secret == "" then secret = nil end
   local n = o.workers or core.default_workers()
+  local requires = o.requires or {}
+  -- Here first, so that a module that cannot load stops the worker at once
+  -- instead of failing every task it takes.
+  for _, name in ipairs(requires) do
+    local ok, err = pcall(require, name)
+    if not ok then fail("--require %s: %s", name, tostring(err)) end
+  end
+  local init = #requires > 0 and function(names)
+    for _, name in ipairs(names) do require(name) end
+  end or nil
   local pool, what
   if o.threads then
-    pool = weft.threads { workers = n, name = "worker" }
+    pool = weft.threads { workers = n, name = "worker", init = init, init_args = { requires } }
     what = ("%d thread%s"):format(n, n == 1 and "" or "s")
   else
-    pool = weft.processes { workers = n, name = "worker" }
+    pool = weft.processes { workers = n, name = "worker", init = init, init_args = { requires } }
     what = ("%d process%s"):format(n, n == 1 and "" or "es")
   end
   local queue = o.queue

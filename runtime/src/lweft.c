@@ -44,6 +44,15 @@ static int l_wire_decode(lua_State *L) {
   return n;
 }
 
+/* register(name, mt): tables whose metatable is `mt` cross to other states
+ * as `name` (weft.register checks the arguments; see wire.h). */
+static int l_register(lua_State *L) {
+  luaL_checkstring(L, 1);
+  luaL_checktype(L, 2, LUA_TTABLE);
+  wire_type_register(L, 1, 2);
+  return 0;
+}
+
 /* Keeps this module loaded for good.  Lua unloads C modules when the
  * state that required them closes, but weft's threads (the deadline
  * service, a worker stuck in a C call) may still run its code then. */
@@ -58,6 +67,7 @@ int luaopen_weft_core(lua_State *L) {
   static const luaL_Reg funcs[] = {
       {"_wire_encode", l_wire_encode},
       {"_wire_decode", l_wire_decode},
+      {"register", l_register},
       {"redis_serve", rworker_serve},
       {NULL, NULL}};
   pin_module();

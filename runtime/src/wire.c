@@ -295,6 +295,34 @@ static int push_ptr(void ***arr, size_t *n, size_t *cap, void **small, void *p) 
   return 0;
 }
 
+/* === paths in error messages ============================================= */
+
+/* Writes a string key as a path segment: `.name` for an identifier,
+ * otherwise `["..."]` with bytes outside printable ASCII escaped and long
+ * keys cut, so binary keys cannot garble the message. */
+static void path_string_key(char *dst, size_t cap, const char *s, size_t len) {
+  size_t i, n = 0, shown = len > 24 ? 24 : len;
+  int ident = len > 0 && len <= 40 && !(s[0] >= '0' && s[0] <= '9');
+  for (i = 0; i < len && ident; i++)
+    ident = s[i] == '_' || (s[i] >= 'a' && s[i] <= 'z') || (s[i] >= 'A' && s[i] <= 'Z') ||
+            (s[i] >= '0' && s[i] <= '9');
+  if (cap == 0) return;
+  if (ident) {
+    snprintf(dst, cap, ".%.*s", (int)len, s);
+    return;
+  }
+  n = (size_t)snprintf(dst, cap, "[\"");
+  for (i = 0; i < shown && n + 8 < cap; i++) {
+    unsigned char c = (unsigned char)s[i];
+    if (c >= 0x20 && c < 0x7f && c != '"' && c != '\\')
+      dst[n++] = (char)c;
+    else
+      n += (size_t)snprintf(dst + n, cap - n, "\\%u", c);
+  }
+  dst[n < cap ? n : cap - 1] = '\0';
+  snprintf(dst + strlen(dst), cap - strlen(dst), "%s\"]", shown < len ? "..." : "");
+}
+
 /* === encoder: errors with the path to the bad value ===================== */
 
 /* Appends the path (".a.b[3]") from the keys left on the stack. */
@@ -311,7 +339,10 @@ static void path_append(wire_enc *e, char *dst, size_t cap) {
       if (s) lua_pop(L, 1);
       n += (size_t)snprintf(dst + n, cap - n, " upvalue '%s'", s ? s : "?");
     } else if (lua_type(L, k) == LUA_TSTRING) {
-      n += (size_t)snprintf(dst + n, cap - n, ".%s", lua_tostring(L, k));
+      size_t len;
+      const char *key = lua_tolstring(L, k, &len);
+      path_string_key(dst + n, cap - n, key, len);
+      n += strlen(dst + n);
     } else if (lua_isinteger(L, k)) {
       n += (size_t)snprintf(dst + n, cap - n, "[%lld]", (long long)lua_tointeger(L, k));
     } else {
@@ -688,9 +719,11 @@ static void dec_path_prepend(wire_dec *d, const char *seg) {
 /* The key at `key` as a path segment: ".name", "[3]", "[true]". */
 static void dec_path_key(wire_dec *d, lua_State *L, int key) {
   char seg[80];
-  if (lua_type(L, key) == LUA_TSTRING)
-    snprintf(seg, sizeof seg, ".%.60s", lua_tostring(L, key));
-  else if (lua_isinteger(L, key))
+  if (lua_type(L, key) == LUA_TSTRING) {
+    size_t len;
+    const char *s = lua_tolstring(L, key, &len);
+    path_string_key(seg, sizeof seg, s, len);
+  } else if (lua_isinteger(L, key))
     snprintf(seg, sizeof seg, "[%lld]", (long long)lua_tointeger(L, key));
   else if (lua_type(L, key) == LUA_TNUMBER)
     snprintf(seg, sizeof seg, "[%.17g]", lua_tonumber(L, key));
