@@ -83,10 +83,12 @@ $(BUILD)/examples/host: scripts/examples/host.c $(OBJS)
 #   frames  the process pool's reader of what a worker sends (procs.c)
 #   redis   the Redis executor's task and result messages, signed or not
 #           (rmsg.c), and what they carry through the wire decoder
+#   roundtrip  values built from the input, encoded, decoded and compared
+#           (the encoder and decoder together: nothing dropped or changed)
 # New inputs go to build/fuzz/corpus/<target> (spec/fuzz/<target> is only
 # read); a crash is written to build/fuzz/crashes/: fix it, then copy the
 # input into spec/fuzz/<target>/ as a regression input.
-FUZZ_TARGETS = wire frames redis
+FUZZ_TARGETS = wire frames redis roundtrip
 FUZZ_SECONDS ?= 60
 FUZZ_CC   = clang
 FUZZ_SAN  = -g -O1 -fno-omit-frame-pointer -fsanitize=address,undefined \
@@ -99,6 +101,7 @@ FUZZ_DEFS = -DWEFT_FUZZ_LUADIR='"$(CURDIR)/lua"'   # weft's Lua layer, for the h
 FUZZ_OBJS_frames = $(filter-out $(FUZZ)/obj/procs.o,$(FUZZ_OBJS))
 FUZZ_OBJS_wire = $(FUZZ_OBJS)
 FUZZ_OBJS_redis = $(FUZZ_OBJS)
+FUZZ_OBJS_roundtrip = $(FUZZ_OBJS)
 
 $(FUZZ)/obj/%.o: runtime/src/%.c $(HDRS)
 	@mkdir -p $(dir $@)

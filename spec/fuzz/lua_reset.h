@@ -4,7 +4,8 @@
  * factory, a registry entry, a global) changes how the next one runs.
  *
  * lua_reset_snapshot(L) takes a copy of the registry and of every table it
- * holds (package.loaded, the globals, weft's caches), one level deep;
+ * holds (package.loaded, the globals, weft's caches), one level deep (a
+ * harness may take another after more setup: it replaces the first);
  * lua_reset(L) empties the stack, puts those entries back exactly, and
  * runs a full collection.
  */
@@ -26,6 +27,10 @@ static void lua_reset_snapshot(lua_State *L) {
   lua_newtable(L);
   lua_pushnil(L);
   while (lua_next(L, LUA_REGISTRYINDEX)) {
+    if (lua_touserdata(L, -2) == &SNAPSHOT) {   /* an earlier snapshot: replaced */
+      lua_pop(L, 1);
+      continue;
+    }
     lua_createtable(L, 2, 0);
     lua_pushvalue(L, -2);
     lua_rawseti(L, -2, 1);

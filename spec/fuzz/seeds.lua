@@ -6,6 +6,7 @@
 --                            (the header frames_fuzz.c reads, then frames)
 --   spec/fuzz/redis/seed-*   Redis task and result messages (rmsg.h's
 --                            layout) behind the mode byte redis_fuzz.c reads
+--   spec/fuzz/roundtrip/seed-*  programs that build values (roundtrip_fuzz.c)
 -- Run from the top of the tree after `make`:
 --   LUA_PATH='lua/?.lua;lua/?/init.lua;;' LUA_CPATH='build/?.so;;' lua5.4 spec/fuzz/seeds.lua
 -- It rewrites the seed-* files only; regression inputs (crash-*, and any
@@ -453,8 +454,47 @@ if wanted("redis") then
   clear("redis")
   for _, m in ipairs(redis) do write("redis", m[1], m[2]) end
 end
+-- === roundtrip =============================================================
+-- Programs for roundtrip_fuzz.c (its opcodes are listed at its top): the
+-- table layouts that once lost keys, sharing, cycles, cells, typed tables.
+
+local OP = { NIL = 0, FALSE = 1, TRUE = 2, INT8 = 3, INT64 = 4, FLOAT = 5, STR = 6, NEW = 7,
+             SET = 8, SETI = 9, OBJ = 10, POP = 11, FN = 12, CELL = 13, TYPED = 14,
+             EDGE = 15, FILL = 16 }
+local function prog(...)
+  local out = {}
+  for _, x in ipairs { ... } do
+    out[#out + 1] = type(x) == "number" and string.char(x) or x
+  end
+  return table.concat(out)
+end
+local function pstr(s) return prog(OP.STR, #s) .. s end
+local roundtrip = {
+  -- {[1] = 0, label = "kept"} with key 1 set after the hash key
+  { "key1-in-hash", prog(OP.NEW) .. pstr("label") .. pstr("kept") .. prog(OP.SET, OP.INT8, 1, OP.INT8, 0, OP.SET) },
+  -- math.maxinteger as a key beside 1
+  { "maxinteger-key", prog(OP.NEW, OP.EDGE, 0, OP.TRUE, OP.SET, OP.INT8, 1, OP.FALSE, OP.SET) .. pstr("x") .. prog(OP.INT8, 3, OP.SET) },
+  -- an array with holes punched, then keys re-added
+  { "holes", prog(OP.NEW, OP.FILL, 20, OP.INT8, 5, OP.NIL, OP.SET, OP.INT8, 9, OP.NIL, OP.SET, OP.INT8, 25, OP.TRUE, OP.SET, OP.INT8, 5, OP.TRUE, OP.SET) },
+  -- a cycle and a shared table
+  { "cycle", prog(OP.NEW, OP.NEW, OP.OBJ, 0, OP.SETI, 1, OP.SETI, 2, OP.OBJ, 1, OP.OBJ, 1) },
+  -- a table as a key, reached as a value too
+  { "table-key", prog(OP.NEW, OP.NEW, OP.TRUE, OP.SET, OP.OBJ, 1) },
+  -- functions: a pair of upvalues, a shared cell
+  { "functions", prog(OP.INT8, 7) .. pstr("s") .. prog(OP.FN, OP.TRUE, OP.CELL, OP.NEW, OP.OBJ, 1, OP.SETI, 1) },
+  -- typed tables: registered and not
+  { "typed", prog(OP.TYPED, 1, OP.INT8, 1, OP.INT8, 2, OP.SET, OP.TYPED, 0, OP.INT8, 1, OP.INT8, 2, OP.SET) },
+  -- every float edge
+  { "floats", prog(OP.FLOAT) .. string.pack("<d", -0.0) .. prog(OP.FLOAT) .. string.pack("<d", 1 / 0) ..
+      prog(OP.FLOAT) .. string.pack("<d", 0 / 0) .. prog(OP.FLOAT) .. string.pack("<d", 2 ^ 63) },
+}
+if wanted("roundtrip") then
+  clear("roundtrip")
+  for _, m in ipairs(roundtrip) do write("roundtrip", m[1], m[2]) end
+end
+
 local wrote = {}
-for _, c in ipairs { { "wire", messages }, { "frames", frames }, { "redis", redis } } do
+for _, c in ipairs { { "wire", messages }, { "frames", frames }, { "redis", redis }, { "roundtrip", roundtrip } } do
   if wanted(c[1]) then wrote[#wrote + 1] = ("%d %s seeds"):format(#c[2], c[1]) end
 end
 print("wrote " .. table.concat(wrote, ", "))
