@@ -1,6 +1,7 @@
 # weft -- build, install, test, bench, demo.
 #   make                  build the module, the programs, libweft.so and the example host
-#   make test             bootstrap, build, run every spec
+#   make test             bootstrap, build, run every spec and check
+#   make check            make test, and the long sweeps (scripts/check/full/): CI
 #   make demo             bootstrap, build, run an example flow
 #   make bench            speed and memory figures beside Python's
 #   make install PREFIX=/usr/local
@@ -35,7 +36,7 @@ HDRS    = $(wildcard runtime/src/*.h) runtime/include/weft.h
 LUA_ENV = LUA_PATH="$(CURDIR)/lua/?.lua;$(CURDIR)/lua/?/init.lua;;" \
           LUA_CPATH="$(CURDIR)/$(BUILD)/?.so;;"
 
-.PHONY: all test demo bench install clean bootstrap check-asan check-leaks fuzz fuzz-build check-fuzz check-tsan stress check-stress
+.PHONY: all test check demo bench install clean bootstrap check-asan check-leaks fuzz fuzz-build check-fuzz check-tsan stress check-stress
 
 all: $(BUILD)/weft/core.so $(BUILD)/weft/weft $(BUILD)/weft/weft-worker \
      $(BUILD)/libweft.so $(BUILD)/weft.pc $(BUILD)/examples/host
@@ -145,6 +146,9 @@ bootstrap:
 
 test: bootstrap all
 	@scripts/test
+
+check: bootstrap all
+	@WEFT_FULL=1 scripts/test
 
 demo: bootstrap all
 	$(BUILD)/weft/weft run scripts/examples/etl.lua
