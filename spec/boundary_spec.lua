@@ -184,6 +184,23 @@ describe("weft.register", function()
   end)
 end)
 
+describe("error values with __tostring", function()
+  it("print through it, from threads and processes", function()
+    local th = util.threads { workers = 1 }
+    local pr = util.track(weft.processes { workers = 1 })
+    for _, ex in ipairs { th, pr } do
+      local err = expect_error("task", function()
+        ex:submit(function()
+          error(setmetatable({ code = 42 }, { __tostring = function(e) return "MyError " .. e.code end }))
+        end):result()
+      end)
+      assert.equal("MyError 42", err.message)
+      assert.truthy(tostring(err):find("MyError 42", 1, true))
+      assert.equal(42, err.value.code)
+    end
+  end)
+end)
+
 describe("copy errors", function()
   it("name the path inside the value, in arguments and results", function()
     local ex = util.threads { workers = 1 }
