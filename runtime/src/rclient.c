@@ -47,6 +47,7 @@ typedef struct rclient {
   rkeys keys;
   rmsg_key key;
   char cid[17];                  /* this client's id (hex) */
+  double window;                 /* reconnect_window, seconds */
   double ttl;
   int max_deliveries;
   int efd;                       /* wakes the sender */
@@ -262,12 +263,17 @@ static void handle_element(rclient *rc, const char *elem, size_t len) {
  * the worker wrote beside it is still there (results are written once,
  * with a TTL).  A result that also comes by the list is the second one,
  * and is ignored. */
-static void recover_results(rclient *rc, rconn *conn) {
+static int recover_results(rclient *rc, rconn *conn) {
   uint32_t *seqs = NULL;
   size_t n = 0, i, j;
   rtask *rt;
+  int status = -1;
   pthread_mutex_lock(&rc->lock);
-  if (rc->count > 0 && (seqs = malloc(rc->count * sizeof *seqs)) != NULL) {
+  if (rc->count > 0 && (seqs = malloc(rc->count * sizeof *seqs)) == NULL) {
+    pthread_mutex_unlock(&rc->lock);
+    return -1;   /* (the next round tries again) */
+  }
+  if (rc->count > 0) {
     for (i = 0; i < rc->nbuckets; i++)
       for (rt = rc->buckets[i]; rt; rt = rt->next)
         if (rt->sent) seqs[n++] = rt->seq;
@@ -285,24 +291,29 @@ static void recover_results(rclient *rc, rconn *conn) {
       redisReply *r = rconn_reply(conn);
       if (r == NULL) goto out;   /* (the next connection tries again) */
       if (r->type == REDIS_REPLY_STRING) handle_result(rc, r->str, r->len);
+      if (r->type == REDIS_REPLY_ERROR) status = -2;   /* (the next round tries again) */
       freeReplyObject(r);
     }
   }
+  if (status == -1) status = 0;
 out:
   free(seqs);
+  return status < 0 ? -1 : 0;
 }
 
-/* While the server is gone: fails the tasks whose timeout has passed since
- * it went away. */
+/* While the server is gone (since `since`, weft_now() based): fails every
+ * task in flight once it has been gone for the reconnect window, else the
+ * tasks whose own timeout has passed since it went away. */
 static void fail_expired(rclient *rc, double since, const char *err) {
   double now = weft_now();
+  int all = now - since >= rc->window;
   rtask *expired = NULL, *rt;
   size_t i;
   pthread_mutex_lock(&rc->lock);
   for (i = 0; i < rc->nbuckets; i++) {
     rtask **at = &rc->buckets[i];
     while ((rt = *at) != NULL) {
-      if (rt->t->timeout >= 0 && now - since > rt->t->timeout) {
+      if (all || (rt->t->timeout >= 0 && now - since > rt->t->timeout)) {
         *at = rt->next;
         rc->count--;
         rt->next = expired;
@@ -317,9 +328,15 @@ static void fail_expired(rclient *rc, double since, const char *err) {
   pthread_mutex_unlock(&rc->lock);
   while ((rt = expired) != NULL) {
     expired = rt->next;
-    settle_error(rc, rt->f, WK_BROKEN,
-                 "%s, and it did not come back within the task's timeout (%g s)", err,
-                 rt->timeout);
+    if (all && !(rt->timeout >= 0 && now - since > rt->timeout))
+      settle_error(rc, rt->f, WK_BROKEN,
+                   "Redis at %s was unreachable for %.1f s, the reconnect window "
+                   "(reconnect_window = %g s): %s",
+                   rc->where, now - since, rc->window, err);
+    else
+      settle_error(rc, rt->f, WK_BROKEN,
+                   "%s, and it did not come back within the task's timeout (%g s)", err,
+                   rt->timeout);
     future_unref(rt->f);
     if (rt->sent) {
       pool_task_done(rc->p, rt->t);
@@ -468,17 +485,36 @@ static void drop_unsent(rclient *rc, rtask *rt, weft_kind kind, const char *why)
   free(rt);
 }
 
+/* The server has been away for the reconnect window (as the sender's
+ * connection sees it): the tasks waiting to be sent fail, saying so. */
+static void sender_give_up(rclient *rc, rconn *conn, rtask **resend) {
+  double down = rconn_down_for(conn);
+  char why[4000];
+  rtask *rt;
+  if (down == 0 || down < rc->window) return;
+  snprintf(why, sizeof why,
+           "Redis at %s was unreachable for %.1f s, the reconnect window "
+           "(reconnect_window = %g s): %s",
+           rc->where, down, rc->window, conn->err);
+  while ((rt = next_to_send(rc, resend)) != NULL) drop_unsent(rc, rt, WK_BROKEN, why);
+}
+
 static void *sender_main(void *arg) {
   rclient *rc = arg;
   pool *p = rc->p;
   rconn conn;
   buf b = BUF_INIT;
-  rtask *resend = NULL, *batch[BATCH];
+  rtask *resend = NULL, *batch[BATCH], *again[BATCH];
   rconn_init(&conn, &rc->addr, CMD_TIMEOUT);
   pthread_setname_np(pthread_self(), "weft:rsend");
   while (!atomic_load(&rc->stop)) {
-    int n = 0, i, bad;
-    if (conn.c == NULL && rconn_ensure(&conn, &rc->stop, -1) != 0) break;
+    int n = 0, i, bad, nagain = 0;
+    /* (in slices: the reconnect window is looked at between them) */
+    if (conn.c == NULL && rconn_ensure(&conn, &rc->stop, weft_now() + 0.25) != 0) {
+      sender_give_up(rc, &conn, &resend);
+      if (pool_is_drained(p) && resend == NULL) break;
+      continue;
+    }
     while (n < BATCH) {
       rtask *rt = next_to_send(rc, &resend);
       if (rt == NULL) break;
@@ -500,11 +536,7 @@ static void *sender_main(void *arg) {
     for (i = 0; i < n; i++) {
       redisReply *r = conn.c ? rconn_reply(&conn) : NULL;
       if (r == NULL) {   /* resend the rest after reconnecting, in order */
-        int j;
-        for (j = n - 1; j >= i; j--) {
-          batch[j]->next_resend = resend;
-          resend = batch[j];
-        }
+        for (; i < n; i++) again[nagain++] = batch[i];
         break;
       }
       if (r->type == REDIS_REPLY_STRING) {
@@ -519,6 +551,8 @@ static void *sender_main(void *arg) {
           pool_task_done(p, batch[i]->t);
           free(batch[i]);
         }
+      } else if (rconn_transient(r)) {   /* loading, busy: the same again later */
+        again[nagain++] = batch[i];
       } else {
         char why[2000];
         snprintf(why, sizeof why, "Redis at %s refused the task: %s", rc->where,
@@ -526,6 +560,20 @@ static void *sender_main(void *arg) {
         drop_unsent(rc, batch[i], WK_BROKEN, why);
       }
       freeReplyObject(r);
+    }
+    if (nagain > 0) {   /* first in the resend list, in their order */
+      for (i = nagain - 1; i >= 0; i--) {
+        again[i]->next_resend = resend;
+        resend = again[i];
+      }
+      if (conn.c) {   /* (refused, not lost: wait before asking again) */
+        double pause = conn.backoff;
+        conn.backoff = fmin(2.0, conn.backoff * 2);
+        rconn_sleep(pause, &rc->stop, -1);
+      }
+      sender_give_up(rc, &conn, &resend);
+    } else if (conn.c) {
+      conn.backoff = 0.05;
     }
   }
   /* Gone: what is left unsent fails (an abort, or a stop while the server
@@ -561,9 +609,7 @@ static void *listener_main(void *arg) {
   rclient *rc = arg;
   pool *p = rc->p;
   rconn conn;
-  double down_since = 0;
-  int connected_before = 0;
-  char down_err[2400] = "";
+  int connected_before = 0, recover = 0;
   const char *argv[7] = {"BLMPOP", LISTEN_BLOCK, "1", rc->keys.reply, "LEFT", "COUNT", "512"};
   rconn_init(&conn, &rc->addr, CMD_TIMEOUT);
   pthread_setname_np(pthread_self(), "weft:rlisten");
@@ -572,31 +618,39 @@ static void *listener_main(void *arg) {
     size_t i;
     if (conn.c == NULL) {
       if (rconn_open(&conn) != 0) {
-        if (down_since == 0) {
-          down_since = weft_now();
-          snprintf(down_err, sizeof down_err, "%s", conn.err);
-          atomic_store(&rc->down, 1);
-        }
-        fail_expired(rc, down_since, down_err);
+        atomic_store(&rc->down, 1);
+        fail_expired(rc, conn.down_since, conn.err);
         if (rconn_ensure(&conn, &rc->stop, weft_now() + 0.25) != 0) continue;
       }
-      down_since = 0;
-      atomic_store(&rc->down, 0);
-      if (connected_before) recover_results(rc, &conn);
+      recover |= connected_before;
       connected_before = 1;
     }
     r = rconn_cmd(&conn, 7, argv, NULL);
     if (r == NULL) continue;
-    if (r->type == REDIS_REPLY_ERROR) {   /* (a server that lost our AUTH) */
+    if (rconn_transient(r)) {   /* loading, busy: up, but not serving yet */
+      double pause = conn.backoff;
+      atomic_store(&rc->down, 1);
+      conn.backoff = fmin(2.0, conn.backoff * 2);
+      fail_expired(rc, conn.down_since, conn.err);
+      rconn_sleep(pause, &rc->stop, -1);
+    } else if (r->type == REDIS_REPLY_ERROR) {   /* (a server that lost our AUTH) */
       snprintf(conn.err, sizeof conn.err, "Redis at %s: %s", rc->where, r->str);
+      if (recover && recover_results(rc, &conn) == 0) recover = 0;   /* (GET may be allowed) */
       rconn_close(&conn);
       rconn_sleep(REFUSED_PAUSE, &rc->stop, -1);   /* (not a busy loop of refusals) */
-    } else if (r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
-               r->element[1]->type == REDIS_REPLY_ARRAY) {
-      redisReply *items = r->element[1];
-      for (i = 0; i < items->elements; i++)
-        if (items->element[i]->type == REDIS_REPLY_STRING)
-          handle_element(rc, items->element[i]->str, items->element[i]->len);
+    } else {
+      atomic_store(&rc->down, 0);
+      conn.backoff = 0.05;
+      if (r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
+          r->element[1]->type == REDIS_REPLY_ARRAY) {
+        redisReply *items = r->element[1];
+        for (i = 0; i < items->elements; i++)
+          if (items->element[i]->type == REDIS_REPLY_STRING)
+            handle_element(rc, items->element[i]->str, items->element[i]->len);
+      }
+      /* After a reconnect, once the server serves again (it may take
+       * SELECT while it still loads, and refuse the GETs). */
+      if (recover && recover_results(rc, &conn) == 0) recover = 0;
     }
     freeReplyObject(r);
   }
@@ -648,6 +702,7 @@ int rclient_start(pool *p, const rclient_opts *o, int *kind, char *err, size_t e
   for (i = 0; i < 8; i++) snprintf(rc->cid + 2 * i, 3, "%02x", id[i]);
   rkeys_reply(&rc->keys, rc->cid);
   rc->ttl = o->result_ttl;
+  rc->window = o->reconnect_window > 0 ? o->reconnect_window : 60;
   rc->max_deliveries = o->max_deliveries;
   rc->nbuckets = 64;
   if ((rc->buckets = calloc(rc->nbuckets, sizeof *rc->buckets)) == NULL ||
@@ -661,10 +716,23 @@ int rclient_start(pool *p, const rclient_opts *o, int *kind, char *err, size_t e
     snprintf(err, errlen, "%s", rc->cmd.err);
     return -1;
   }
-  if (rconn_create_group(&rc->cmd, rc->keys.stream, RKEYS_GROUP) != 0) {
-    snprintf(err, errlen, "%s", rc->cmd.err);
-    *kind = WK_BROKEN;
-    return -1;
+  /* A server that answers but does not serve yet (it loads its data):
+   * waited for, within the reconnect window.  (One that cannot be reached
+   * at all fails at once, above: most often a wrong address.) */
+  while (rconn_create_group(&rc->cmd, rc->keys.stream, RKEYS_GROUP) != 0) {
+    double pause = rc->cmd.backoff;
+    if (rc->cmd.down_since == 0 || rconn_down_for(&rc->cmd) + pause > rc->window) {
+      snprintf(err, errlen, "%s", rc->cmd.err);
+      *kind = WK_BROKEN;
+      return -1;
+    }
+    rc->cmd.backoff = fmin(2.0, rc->cmd.backoff * 2);
+    rconn_sleep(pause, NULL, -1);
+    if (rconn_open(&rc->cmd) != 0) {
+      snprintf(err, errlen, "%s", rc->cmd.err);
+      *kind = rc->cmd.auth_failed ? WK_CONFIG : WK_BROKEN;
+      return -1;
+    }
   }
   if ((rc_ = pool_start_thread(p, &rc->sender, sender_main, rc, 0)) == 0) {
     rc->started = 1;

@@ -15,10 +15,15 @@
  *     a script that checks, atomically, that no worker has read it; a
  *     forced cancel leaves a kill mark the workers honour (rworker.c).
  *
- * Lost connections are retried with back-off on each thread.  A task is
- * resent when its XADD got no answer (delivery is at-least-once: the
- * first result settles the future, later ones are ignored).  While the
- * server is gone, a task whose timeout passes fails with kind broken.
+ * Lost connections are retried with back-off on each thread, and so are
+ * the commands a server refuses for a while (LOADING, BUSY, TRYAGAIN,
+ * MASTERDOWN: rconn_transient).  A task is resent when its XADD got no
+ * answer (delivery is at-least-once: the first result settles the
+ * future, later ones are ignored).  While the server is gone, a task
+ * whose timeout passes fails with kind broken, and once it has been gone
+ * for the reconnect window every task in flight fails so, saying for how
+ * long (and a task submitted while it stays gone fails after one more
+ * try to reach it).
  */
 #ifndef WEFT_RCLIENT_H
 #define WEFT_RCLIENT_H
@@ -34,6 +39,7 @@ typedef struct rclient_opts {
   size_t secret_len;
   double result_ttl;           /* seconds results are kept on the server */
   int max_deliveries;
+  double reconnect_window;     /* seconds the server may be away before tasks fail */
 } rclient_opts;
 
 /* Connects (the calling thread), then starts p's sender and listener.

@@ -192,8 +192,42 @@ void rconn_set_timeout(rconn *rc, double seconds) {
   if (rc->c) redisSetTimeout(rc->c, tv_of(seconds));
 }
 
+/* The server stopped serving us (from now, unless it had already). */
+static void mark_down(rconn *rc) {
+  if (rc->down_since == 0) rc->down_since = weft_now();
+}
+
+int rconn_transient(const redisReply *r) {
+  static const char *const words[] = {"LOADING", "BUSY", "TRYAGAIN", "MASTERDOWN"};
+  size_t i, n;
+  if (r == NULL || r->type != REDIS_REPLY_ERROR || r->str == NULL) return 0;
+  for (i = 0; i < sizeof words / sizeof *words; i++) {
+    n = strlen(words[i]);   /* (the whole first word: BUSYGROUP is another matter) */
+    if (strncmp(r->str, words[i], n) == 0 && (r->str[n] == ' ' || r->str[n] == '\0')) return 1;
+  }
+  return 0;
+}
+
+double rconn_down_for(const rconn *rc) {
+  return rc->down_since > 0 ? weft_now() - rc->down_since : 0;
+}
+
+/* After a reply: a transient error marks the server down (and says so in
+ * rc->err), anything else marks it up. */
+static void note_reply(rconn *rc, const redisReply *r) {
+  if (rconn_transient(r)) {
+    char where[1100];
+    rconn_describe(rc->addr, where, sizeof where);
+    snprintf(rc->err, sizeof rc->err, "Redis at %s answers %s", where, r->str);
+    mark_down(rc);
+  } else {
+    rc->down_since = 0;
+  }
+}
+
 static void fail(rconn *rc, const char *what) {
   char where[1100];
+  mark_down(rc);
   rconn_describe(rc->addr, where, sizeof where);
   snprintf(rc->err, sizeof rc->err, "%s Redis at %s: %s", what, where,
            rc->c && rc->c->errstr[0] ? rc->c->errstr : "connection lost");
@@ -222,6 +256,7 @@ static int open_unguarded(rconn *rc) {
                      : redisConnectWithTimeout(a->host, a->port, tv_of(rc->timeout));
   if (rc->c == NULL) {
     snprintf(rc->err, sizeof rc->err, "cannot connect to Redis: out of memory");
+    mark_down(rc);
     return -1;
   }
   if (rc->c->err) {
@@ -247,6 +282,7 @@ static int open_unguarded(rconn *rc) {
       rc->auth_failed = 1;
       freeReplyObject(r);
       rconn_close(rc);
+      mark_down(rc);
       return -1;
     }
     freeReplyObject(r);
@@ -263,6 +299,7 @@ static int open_unguarded(rconn *rc) {
     rc->auth_failed = strstr(r->str, "NOAUTH") != NULL;
     freeReplyObject(r);
     rconn_close(rc);
+    mark_down(rc);
     return -1;
   }
   freeReplyObject(r);
@@ -315,6 +352,7 @@ redisReply *rconn_cmd(rconn *rc, int argc, const char **argv, const size_t *lens
   r = redisCommandArgv(rc->c, argc, argv, lens);
   pipe_restore(&old);
   if (r == NULL) fail(rc, "lost the connection to");
+  else note_reply(rc, r);
   return r;
 }
 
@@ -339,6 +377,7 @@ redisReply *rconn_reply(rconn *rc) {
     fail(rc, "lost the connection to");
     return NULL;
   }
+  note_reply(rc, r);
   return r;
 }
 
@@ -353,5 +392,6 @@ redisReply *rconn_cmdf(rconn *rc, const char *fmt, ...) {
   va_end(ap);
   pipe_restore(&old);
   if (r == NULL) fail(rc, "lost the connection to");
+  else note_reply(rc, r);
   return r;
 }

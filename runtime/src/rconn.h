@@ -34,8 +34,21 @@ typedef struct rconn {
   double timeout;              /* seconds for connect and each reply */
   double backoff;              /* the next wait before reconnecting */
   int auth_failed;             /* the server refused our credentials */
+  /* weft_now() when the server stopped serving us (a failed connect, a
+   * lost connection, or a transient error reply: see rconn_transient);
+   * 0 once a command got any other reply.  A successful connect does
+   * not clear it: a server loading its data takes AUTH and SELECT and
+   * refuses the rest. */
+  double down_since;
   char err[2400];               /* why the last connect or command failed */
 } rconn;
+
+/* 1 when r is an error reply a server gives while it cannot serve for a
+ * while and the command should be sent again later: LOADING (it reads
+ * its AOF or RDB), BUSY (a script runs too long), TRYAGAIN, MASTERDOWN. */
+int rconn_transient(const redisReply *r);
+/* Seconds since the server stopped serving us, 0 while it serves. */
+double rconn_down_for(const rconn *rc);
 
 void rconn_init(rconn *rc, const rconn_addr *a, double timeout);
 /* Connects (AUTH, SELECT) unless connected: 0, or -1 with rc->err. */

@@ -1,0 +1,180 @@
+-- weft.redis{} and `weft worker` against a server that is there but not
+-- ready to serve, or set up so that it would lose or refuse work: Redis
+-- restarting from a big AOF (it answers LOADING for a while), eviction
+-- policies that may drop the queue's keys, and messages larger than the
+-- server takes (proto-max-bulk-len).  Real redis-server and `weft worker`
+-- processes (helpers/redis.lua); each spec starts its own server.
+--
+-- House rules (as in redis_spec.lua): no spec waits on time for
+-- correctness.  How long the server answers LOADING is in the spec's
+-- hands: the AOF holds keys that load one every 20 ms (the DEBUG-only
+-- config key-load-delay), and the spec sets that delay to 0 once it has
+-- seen what it waits for (the server's own count of refused commands), so
+-- the server leaves LOADING then and not before.
+local weft = require "weft"
+local util = require "helpers.util"
+local R = require "helpers.redis"
+
+local expect_error = util.expect_error
+
+local WAIT = 60   -- seconds: the bound on any one wait for an event
+
+local executors, futures = {}, {}
+
+local function redis(opts)
+  local ex = weft.redis(opts)
+  executors[#executors + 1] = ex
+  return ex
+end
+
+local function track(f)
+  futures[#futures + 1] = f
+  return f
+end
+
+local function cleanup()
+  local first_err
+  local function try(fn, ...)
+    local ok, err = pcall(fn, ...)
+    if not ok then first_err = first_err or err end
+  end
+  for _, f in ipairs(futures) do
+    try(function() if not f:done() then f:cancel { force = true } end end)
+  end
+  for _, ex in ipairs(executors) do
+    try(ex.shutdown, ex, { wait = true, cancel_futures = true })
+  end
+  executors, futures = {}, {}
+  R.cleanup()
+  if first_err ~= nil then error(first_err, 0) end
+end
+
+-- f:result(WAIT), with every worker's log added to the error when it fails.
+local function result(f)
+  local r = table.pack(pcall(f.result, f, WAIT))
+  if not r[1] then error(util.text(r[2]) .. "\n" .. R.logs(), 2) end
+  return table.unpack(r, 2, r.n)
+end
+
+-- A field of INFO `section` (a string), or nil.
+local function info_field(server, section, name)
+  local text = server:cmd("INFO", section)
+  if type(text) ~= "string" then return nil end
+  return text:match(name .. ":([^\r\n]*)")
+end
+
+-- How many calls of `command` the server refused (LOADING, among others).
+local function rejected(server, command)
+  local stats = info_field(server, "commandstats", "cmdstat_" .. command)
+  return stats and math.tointeger(tonumber(stats:match("rejected_calls=(%d+)"))) or 0
+end
+
+-- A server whose AOF takes as long to load as the spec wants: `keys` keys
+-- of 1 KB in the AOF's base file, each loaded after a 20 ms delay
+-- (key-load-delay, in microseconds) until the spec sets it to 0.  Events
+-- are served after each key, so the server answers LOADING meanwhile.
+local function slow_loading_server()
+  local server = R.start { aof = true, args = {
+    "--enable-debug-command", "local", "--key-load-delay", "20000",
+    "--loading-process-events-interval-bytes", "1024" } }
+  assert.equal("OK", server:cmd("DEBUG", "POPULATE", "2000", "pad", "1024"))
+  server:cmd("BGREWRITEAOF")
+  R.wait_until("the AOF rewrite", WAIT, function()
+    return info_field(server, "persistence", "aof_rewrite_in_progress") == "0"
+       and info_field(server, "persistence", "aof_rewrite_scheduled") == "0"
+  end)
+  return server
+end
+
+describe("weft.redis while the server loads its AOF", function()
+  local Q = "loading"
+
+  after_each(cleanup)
+
+  it("rides out a restart that answers LOADING: no task fails, every result is right", function()
+    local server = slow_loading_server()
+    R.worker(server.url, { queue = Q, workers = 2, claim_idle = 1, heartbeat = 0.2,
+                           name = "load-a" })
+    local ex = redis { url = server.url, queue = Q }
+    local fs = {}
+    for i = 1, 40 do fs[i] = track(ex:submit(function(x) return x * 3 end, i)) end
+    for i = 1, 40 do assert.equal(i * 3, result(fs[i])) end
+    for i = 41, 60 do
+      fs[i] = track(ex:submit(function(x) os.execute("sleep 0.05") return x * 3 end, i))
+    end
+    server:kill()
+    server:restart { loading = true }
+    -- Submitted while the server loads: the executor's XADDs are refused
+    -- with LOADING (the spec waits until the server has refused one).
+    for i = 61, 100 do fs[i] = track(ex:submit(function(x) return x * 3 end, i)) end
+    R.wait_until("an XADD refused with LOADING", WAIT, function()
+      return rejected(server, "xadd") > 0
+    end, function() return server:cmd("INFO", "commandstats") end)
+    assert.equal("OK", server:cmd("CONFIG", "SET", "key-load-delay", "0"))
+    for i = 1, 100 do assert.equal(i * 3, result(fs[i])) end
+    local s = ex:stats()
+    assert.equal(100, s.completed)
+    assert.equal(0, s.failed)
+    assert.equal(Q, s.queue)
+  end)
+end)
+
+describe("weft.redis reconnect window", function()
+  local Q = "window"
+
+  after_each(cleanup)
+
+  it("fails the tasks in flight with kind broken once the server stays away for reconnect_window, saying how long", function()
+    local server = R.start {}
+    local ex = redis { url = server.url, queue = Q, reconnect_window = 1 }
+    -- No worker, no timeout: only the window can end this task.
+    local f = track(ex:submit(function() return 1 end))
+    R.wait_until("the task's entry", WAIT, function()
+      return server:cmd("XLEN", "weft:" .. Q .. ":tasks") == 1
+    end)
+    server:kill()
+    local err = expect_error("broken", f.result, f, WAIT)
+    assert.truthy(util.mentions(err, "unreachable for"), util.text(err))
+    assert.truthy(util.mentions(err, "reconnect_window = 1 s"), util.text(err))
+    assert.truthy(util.mentions(err, server.socket), util.text(err))
+    -- A task submitted while it stays away fails too (after one more try).
+    local g = track(ex:submit(function() return 2 end))
+    err = expect_error("broken", g.result, g, WAIT)
+    assert.truthy(util.mentions(err, "unreachable for"), util.text(err))
+  end)
+
+  it("raises kind config for a reconnect_window that is not a positive number", function()
+    for _, v in ipairs { 0, -1, "60", 0 / 0 } do
+      local err = expect_error("config", weft.redis, { url = "unix:///nowhere", reconnect_window = v })
+      assert.truthy(util.mentions(err, "reconnect_window"), util.text(err))
+    end
+  end)
+
+  it("a worker gives up after --reconnect-window, exits 1, and its task runs on another worker", function()
+    local server = R.start { aof = true }
+    local dir = assert(require("luv").fs_mkdtemp("/tmp/weft-spec.XXXXXX"))
+    local started, release = dir .. "/started", dir .. "/release"
+    local a = R.worker(server.url, { queue = Q, workers = 1, name = "win-a",
+                                     args = { "--reconnect-window", "1" } })
+    local ex = redis { url = server.url, queue = Q }
+    local f = track(ex:submit(function(s, r)
+      local function exists(p) local h = io.open(p) if h then h:close() end return h ~= nil end
+      io.open(s, "a"):close()
+      local deadline = os.time() + 120
+      while not exists(r) and os.time() < deadline do os.execute("sleep 0.02") end
+      return "done"
+    end, started, release))
+    R.wait_until("the task to start", WAIT, function() return util.exists(started) end)
+    server:kill()
+    assert.equal(1, a:wait_exit(WAIT))
+    local line = a:wait_line({ "unreachable for", "giving up" })
+    assert.truthy(line:find("--reconnect-window 1 s", 1, true), line)
+    server:restart()
+    io.open(release, "a"):close()
+    R.worker(server.url, { queue = Q, workers = 1, name = "win-b", claim_idle = 1,
+                           heartbeat = 0.2 })
+    assert.equal("done", result(f))
+    assert.truthy(f:info().worker:find("win-b", 1, true), f:info().worker)
+    os.execute("rm -rf " .. util.quote(dir))
+  end)
+end)
