@@ -178,3 +178,72 @@ describe("weft.redis reconnect window", function()
     os.execute("rm -rf " .. util.quote(dir))
   end)
 end)
+
+describe("weft.redis and an eviction policy", function()
+  local Q = "evict"
+  local EVICTS = { "--maxmemory", "100mb", "--maxmemory-policy", "allkeys-lru" }
+
+  -- Runs fn with weft.log records collected; returns them.
+  local function with_records(fn)
+    local records = {}
+    weft.log.set_sink(function(r) records[#records + 1] = r end)
+    local ok, err = pcall(fn)
+    weft.log.set_sink(nil)
+    if not ok then error(err, 0) end
+    return records
+  end
+
+  local function warnings(records, text)
+    for _, r in ipairs(records) do
+      if r.level == "warn" and r.message:find(text, 1, true) then return r.message end
+    end
+  end
+
+  after_each(cleanup)
+
+  it("a client refuses a server that may evict keys with kind config, naming the policy and the fix", function()
+    local server = R.start { args = EVICTS }
+    local err = expect_error("config", weft.redis, { url = server.url, queue = Q })
+    for _, text in ipairs { "allkeys-lru", "maxmemory-policy noeviction", "allow_eviction" } do
+      assert.truthy(util.mentions(err, text), util.text(err))
+    end
+    -- Nothing was left on the server.
+    assert.equal(0, server:cmd("EXISTS", "weft:" .. Q .. ":tasks"))
+  end)
+
+  it("a client runs with allow_eviction = true, with a warning", function()
+    local server = R.start { args = EVICTS }
+    R.worker(server.url, { queue = Q, workers = 1, args = { "--allow-eviction" } })
+    local ex
+    local records = with_records(function()
+      ex = redis { url = server.url, queue = Q, allow_eviction = true }
+    end)
+    local msg = warnings(records, "allkeys-lru")
+    assert.truthy(msg, util.text(records))
+    assert.truthy(msg:find("noeviction", 1, true), msg)
+    assert.equal(42, result(ex:submit(function() return 42 end)))
+  end)
+
+  it("a worker refuses such a server (exit status 2, naming the policy and --allow-eviction), or warns with --allow-eviction", function()
+    local server = R.start { args = EVICTS }
+    local w = R.worker(server.url, { queue = Q, nowait = true })
+    assert.equal(2, w:wait_exit(WAIT))
+    w:wait_line({ "allkeys-lru", "maxmemory-policy noeviction", "--allow-eviction" })
+    assert.falsy(w:log():find(R.READY, 1, true), w:log())
+    local v = R.worker(server.url, { queue = Q, args = { "--allow-eviction" } })
+    assert.truthy(v:wait_line({ "warning", "allkeys-lru" }))
+  end)
+
+  it("both go on, with a warning, when an ACL denies CONFIG", function()
+    -- (TCP: the URL carries the ACL user's name and password)
+    local server = R.start { user = "bob", pass = "pw-f", port = true, args = EVICTS }
+    server:cmd("ACL", "SETUSER", "bob", "-config")
+    local url = ("redis://bob:pw-f@127.0.0.1:%d/0"):format(server.port)
+    local w = R.worker(url, { queue = Q, name = "acl-w" })
+    assert.truthy(w:wait_line({ "warning", "cannot read the eviction policy", "NOPERM" }))
+    local ex
+    local records = with_records(function() ex = redis { url = url, queue = Q } end)
+    assert.truthy(warnings(records, "cannot read the eviction policy"), util.text(records))
+    assert.equal(7, result(ex:submit(function() return 7 end)))
+  end)
+end)

@@ -1593,9 +1593,16 @@ static void start_redis(lua_State *L, pool *p, int t) {
   o.result_ttl = opt_number(L, t, "result_ttl", 3600);
   o.max_deliveries = (int)opt_number(L, t, "max_deliveries", 3);
   o.reconnect_window = opt_number(L, t, "reconnect_window", 60);
+  o.allow_eviction = lua_getfield(L, t, "allow_eviction") == LUA_TBOOLEAN && lua_toboolean(L, -1);
+  lua_pop(L, 1);
   if (rclient_start(p, &o, &kind, err, sizeof err) != 0) {
     pool_shutdown(L, p, 1, 1);
     weft_error(L, (weft_kind)kind, "weft.redis: %s", err);
+  }
+  if (o.warning[0]) {
+    char msg[1700];
+    snprintf(msg, sizeof msg, "weft.redis: %s", o.warning);
+    log_here(L, LOG_WARN, msg);
   }
   lua_pop(L, 3);
 }

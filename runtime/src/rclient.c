@@ -670,7 +670,7 @@ static rconn *owner_conn(rclient *rc) {
   return rconn_ready(&rc->cmd, atomic_load(&rc->down) ? 0 : CMD_TIMEOUT);
 }
 
-int rclient_start(pool *p, const rclient_opts *o, int *kind, char *err, size_t errlen) {
+int rclient_start(pool *p, rclient_opts *o, int *kind, char *err, size_t errlen) {
   rclient *rc = calloc(1, sizeof *rc);
   unsigned char id[8];
   int i, rc_;
@@ -713,6 +713,19 @@ int rclient_start(pool *p, const rclient_opts *o, int *kind, char *err, size_t e
   rconn_init(&rc->cmd, &rc->addr, CMD_TIMEOUT);
   if (rconn_open(&rc->cmd) != 0) {
     *kind = rc->cmd.auth_failed ? WK_CONFIG : WK_BROKEN;
+    snprintf(err, errlen, "%s", rc->cmd.err);
+    return -1;
+  }
+  /* Evicted stream keys are lost tasks. */
+  o->warning[0] = '\0';
+  switch (rconn_check_eviction(&rc->cmd, o->allow_eviction, "allow_eviction = true", o->warning,
+                               sizeof o->warning)) {
+  case -1:
+    snprintf(err, errlen, "%s", o->warning);
+    o->warning[0] = '\0';
+    return -1;   /* (kind config) */
+  case -2:
+    *kind = WK_BROKEN;
     snprintf(err, errlen, "%s", rc->cmd.err);
     return -1;
   }

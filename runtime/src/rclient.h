@@ -40,11 +40,13 @@ typedef struct rclient_opts {
   double result_ttl;           /* seconds results are kept on the server */
   int max_deliveries;
   double reconnect_window;     /* seconds the server may be away before tasks fail */
+  int allow_eviction;          /* a server that may evict keys: warn, not refuse */
+  char warning[1600];          /* out: a warning for the user, or "" */
 } rclient_opts;
 
 /* Connects (the calling thread), then starts p's sender and listener.
  * 0, or -1 with a message in err and *kind (WK_CONFIG or WK_BROKEN). */
-int rclient_start(pool *p, const rclient_opts *o, int *kind, char *err, size_t errlen);
+int rclient_start(pool *p, rclient_opts *o, int *kind, char *err, size_t errlen);
 
 /* Work was queued, or the pool shut down (any thread). */
 void rclient_wake(pool *p);

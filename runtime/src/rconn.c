@@ -395,3 +395,59 @@ redisReply *rconn_cmdf(rconn *rc, const char *fmt, ...) {
   else note_reply(rc, r);
   return r;
 }
+
+/* === what the server's configuration allows ============================ */
+
+/* CONFIG GET name: the value into out; 0, 1 when CONFIG is refused (the
+ * reply in out), -1 when the connection failed. */
+static int config_get(rconn *rc, const char *name, char *out, size_t size) {
+  const char *argv[3] = {"CONFIG", "GET", name};
+  redisReply *r = rconn_cmd(rc, 3, argv, NULL);
+  int status = 1;
+  if (r == NULL) return -1;
+  if (r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
+      r->element[1]->type == REDIS_REPLY_STRING) {
+    snprintf(out, size, "%s", r->element[1]->str);
+    status = 0;
+  } else {
+    snprintf(out, size, "%s", r->type == REDIS_REPLY_ERROR ? r->str : "no such setting");
+  }
+  freeReplyObject(r);
+  return status;
+}
+
+int rconn_check_eviction(rconn *rc, int allow, const char *insist, char *msg, size_t size) {
+  char policy[256], maxmem[256] = "", where[1100];
+  int a, b = 0;
+  rconn_describe(rc->addr, where, sizeof where);
+  msg[0] = '\0';
+  if ((a = config_get(rc, "maxmemory-policy", policy, sizeof policy)) < 0 ||
+      (a == 0 && (b = config_get(rc, "maxmemory", maxmem, sizeof maxmem)) < 0))
+    return -2;
+  if (a == 0 && b == 1) {   /* (policy readable, maxmemory not: unlikely) */
+    snprintf(policy, sizeof policy, "%s", maxmem);
+    a = 1;
+  }
+  if (a == 1) {
+    snprintf(msg, size,
+             "cannot read the eviction policy of Redis at %s (CONFIG GET maxmemory-policy: %s); "
+             "make sure it is noeviction (or maxmemory 0): a server that evicts keys can "
+             "lose the queue's tasks", where, policy);
+    return 1;
+  }
+  if (strcmp(policy, "noeviction") == 0 || strtoll(maxmem, NULL, 10) == 0) return 0;
+  snprintf(msg, size,
+           "Redis at %s may evict keys (maxmemory %s bytes, maxmemory-policy %s): the queue's "
+           "tasks and results could vanish.  Set maxmemory-policy noeviction (CONFIG SET "
+           "maxmemory-policy noeviction, and in redis.conf)%s%s%s",
+           where, maxmem, policy, allow ? "" : ", or pass ", allow ? "" : insist,
+           allow ? "" : " to run anyway");
+  return allow ? 1 : -1;
+}
+
+long long rconn_max_bulk(rconn *rc) {
+  char v[64];
+  int a = config_get(rc, "proto-max-bulk-len", v, sizeof v);
+  if (a < 0) return -1;
+  return a == 0 ? strtoll(v, NULL, 10) : 0;
+}

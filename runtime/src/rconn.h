@@ -78,6 +78,19 @@ redisReply *rconn_cmd(rconn *rc, int argc, const char **argv, const size_t *lens
 int rconn_append(rconn *rc, int argc, const char **argv, const size_t *lens);
 redisReply *rconn_reply(rconn *rc);
 
+/* At connect: may the server evict keys (maxmemory set and a
+ * maxmemory-policy other than noeviction)?  Evicted stream keys are lost
+ * tasks.  0: it may not (msg ""); 1: go on, with the warning in msg (it
+ * may and `allow` is set, or CONFIG GET is denied, by an ACL say, so no
+ * one can tell); -1: refuse, the reason and the fix in msg; -2: the
+ * connection failed (rc->err).  `insist` names the option that allows
+ * eviction, for the messages. */
+int rconn_check_eviction(rconn *rc, int allow, const char *insist, char *msg, size_t size);
+
+/* The server's proto-max-bulk-len (the largest string it takes), or 0
+ * when it does not say (CONFIG denied); -1 when the connection failed. */
+long long rconn_max_bulk(rconn *rc);
+
 /* Runs a command given as printf-style text (no binary arguments). */
 redisReply *rconn_cmdf(rconn *rc, const char *fmt, ...);
 

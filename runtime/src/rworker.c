@@ -943,8 +943,29 @@ int rworker_serve(lua_State *L) {
     snprintf(w->consumer, sizeof w->consumer, "%s:%d", host, (int)getpid());
   }
   rconn_init(&w->cmd, &w->addr, CMD_TIMEOUT);
-  if (rconn_open(&w->cmd) != 0 && w->cmd.auth_failed)
-    return weft_error(L, WK_CONFIG, "weft worker: %s", w->cmd.err);
+  if (rconn_open(&w->cmd) != 0) {   /* (waited for: its settings are checked first) */
+    if (w->cmd.auth_failed) return weft_error(L, WK_CONFIG, "weft worker: %s", w->cmd.err);
+    say(w, "cannot reach Redis: %s (retrying for up to %g s, --reconnect-window)", w->cmd.err,
+        w->window);
+    if (rconn_ensure(&w->cmd, NULL, weft_now() + w->window) != 0)
+      return weft_error(L, w->cmd.auth_failed ? WK_CONFIG : WK_BROKEN,
+                        "weft worker: Redis at %s was unreachable for %g s, the reconnect "
+                        "window (--reconnect-window): %s", w->where, w->window, w->cmd.err);
+  }
+  {   /* evicted stream keys are lost tasks */
+    char msg[1600];
+    int allow = lua_getfield(L, 2, "allow_eviction") == LUA_TBOOLEAN && lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    switch (rconn_check_eviction(&w->cmd, allow, "--allow-eviction", msg, sizeof msg)) {
+    case -1:
+      return weft_error(L, WK_CONFIG, "weft worker: %s", msg);
+    case 1:
+      say(w, "warning: %s", msg);
+      break;
+    default:   /* (fine, or lost meanwhile: the threads reconnect) */
+      break;
+    }
+  }
   if ((cfd = home_completion_fd(L)) < 0 ||
       (w->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) < 0)
     return weft_error(L, WK_BROKEN, "weft worker: %s", strerror(errno));
