@@ -247,3 +247,64 @@ describe("weft.redis and an eviction policy", function()
     assert.equal(7, result(ex:submit(function() return 7 end)))
   end)
 end)
+
+describe("weft.redis and messages larger than the server takes", function()
+  local Q = "big"
+  local LIMIT = 1048576   -- proto-max-bulk-len: the server's smallest allowed
+  local server, ex, w
+
+  before_each(function()
+    server = R.start { args = { "--proto-max-bulk-len", tostring(LIMIT) } }
+    w = R.worker(server.url, { queue = Q, workers = 1, name = "big-w" })
+    ex = redis { url = server.url, queue = Q }
+  end)
+
+  after_each(cleanup)
+
+  it("an oversized argument fails at submit with kind serialization, giving the size and the limit; the executor goes on", function()
+    local big = string.rep("x", 2 * LIMIT)
+    local err = expect_error("serialization", ex.submit, ex, function(s) return #s end, big)
+    for _, text in ipairs { "bytes", tostring(LIMIT), "proto-max-bulk-len" } do
+      assert.truthy(util.mentions(err, text), util.text(err))
+    end
+    assert.equal(3, result(ex:submit(function(s) return #s end, "abc")))
+  end)
+
+  it("max_message under the server's limit is the limit, and says so", function()
+    local small = redis { url = server.url, queue = Q, max_message = 100000 }
+    local err = expect_error("serialization", small.submit, small, function(s) return #s end,
+                             string.rep("x", 200000))
+    assert.truthy(util.mentions(err, "100000"), util.text(err))
+    assert.truthy(util.mentions(err, "max_message"), util.text(err))
+    assert.equal(5, result(small:submit(function(s) return #s end, "12345")))
+  end)
+
+  it("inputs from upstream tasks that make a message too big fail that task, not the executor", function()
+    local part = function() return string.rep("p", 600000) end
+    local a, b = track(ex:submit(part)), track(ex:submit(part))
+    assert.equal(600000, #result(a))
+    local joined = track(ex:submit(function(x, y) return #x + #y end, a, b))
+    local err = expect_error("serialization", joined.result, joined, WAIT)
+    assert.truthy(util.mentions(err, "bytes"), util.text(err))
+    assert.equal(2, result(ex:submit(function() return 2 end)))
+  end)
+
+  it("an oversized result fails only its task, reported by the worker; later tasks run", function()
+    local f = track(ex:submit(function() return string.rep("y", 2 * LIMIT) end))
+    local err = expect_error("serialization", f.result, f, WAIT)
+    for _, text in ipairs { "result", "bytes", tostring(LIMIT), "big-w" } do
+      assert.truthy(util.mentions(err, text), util.text(err))
+    end
+    w:wait_line({ "result is", "bytes" })
+    for i = 1, 5 do assert.equal(i, result(ex:submit(function(x) return x end, i))) end
+    assert.truthy(w:alive())
+    assert.equal(1, ex:stats().failed)
+  end)
+
+  it("raises kind config for a max_message out of range", function()
+    for _, v in ipairs { 0, 100, 1.5, "1000000", 2 ^ 40 } do
+      local e = expect_error("config", weft.redis, { url = server.url, max_message = v })
+      assert.truthy(util.mentions(e, "max_message"), util.text(e))
+    end
+  end)
+end)

@@ -1225,7 +1225,15 @@ static void submit_msg(lua_State *L, pool *p, wire_enc *e, const char *msg, size
   size_t delays = (size_t)spec->ndelays * sizeof(double);
   size_t ptrs = (nblobs + ndeps) * sizeof(void *);
   size_t need = sizeof(task) + delays + ptrs + len;
-  future *f = future_new(p->home, p);
+  future *f;
+  if (p->kind == POOL_REDIS && !outside) {   /* too big for the server: said now */
+    char why[2000];
+    if (rclient_check_size(p, "the task (its function and arguments)", len, why, sizeof why)) {
+      if (e) wire_enc_free(e);
+      weft_error(L, WK_SERIALIZATION, "%s", why);
+    }
+  }
+  f = future_new(p->home, p);
   task *t = NULL;
   size_t i;
   int failed_dep = -1;
@@ -1593,6 +1601,7 @@ static void start_redis(lua_State *L, pool *p, int t) {
   o.result_ttl = opt_number(L, t, "result_ttl", 3600);
   o.max_deliveries = (int)opt_number(L, t, "max_deliveries", 3);
   o.reconnect_window = opt_number(L, t, "reconnect_window", 60);
+  o.max_message = opt_number(L, t, "max_message", 0);
   o.allow_eviction = lua_getfield(L, t, "allow_eviction") == LUA_TBOOLEAN && lua_toboolean(L, -1);
   lua_pop(L, 1);
   if (rclient_start(p, &o, &kind, err, sizeof err) != 0) {

@@ -48,6 +48,8 @@ typedef struct rclient {
   rmsg_key key;
   char cid[17];                  /* this client's id (hex) */
   double window;                 /* reconnect_window, seconds */
+  size_t max_message;            /* bytes a task message may have */
+  char limit_why[200];           /* where that limit comes from */
   double ttl;
   int max_deliveries;
   int efd;                       /* wakes the sender */
@@ -353,6 +355,18 @@ static void push_wake(rclient *rc, rconn *c) {
   if (r) freeReplyObject(r);
 }
 
+/* === sizes ============================================================= */
+
+int rclient_check_size(pool *p, const char *what, size_t len, char *err, size_t errlen) {
+  rclient *rc = RC(p);
+  if (rc == NULL || len <= rc->max_message) return 0;
+  snprintf(err, errlen,
+           "%s is %zu bytes, more than the %zu bytes a message to Redis at %s may have (%s): "
+           "pass large data another way (a file, or a key of your own), or raise the limit",
+           what, len, rc->max_message, rc->where, rc->limit_why);
+  return -1;
+}
+
 /* === the sender ========================================================= */
 
 static void sender_sleep(rclient *rc) {
@@ -416,11 +430,21 @@ static int encode_task(rclient *rc, rtask *rt, buf *b, unsigned char sig[RMSG_SI
   return rc_;
 }
 
-static int append_xadd(rclient *rc, rconn *conn, rtask *rt, buf *b) {
+/* Appends rt's XADD: 0; -1 when the connection failed; 1 when the task
+ * cannot be encoded, 2 when it is too big (why in err). */
+static int append_xadd(rclient *rc, rconn *conn, rtask *rt, buf *b, char *err, size_t errlen) {
   unsigned char sig[RMSG_SIG];
   const char *argv[7] = {"XADD", rc->keys.stream, "*", "m", NULL, "s", (const char *)sig};
   size_t lens[7] = {4, strlen(rc->keys.stream), 1, 1, 0, 1, RMSG_SIG};
-  if (encode_task(rc, rt, b, sig) != 0) return 1;
+  if (encode_task(rc, rt, b, sig) != 0) {
+    snprintf(err, errlen, "the task cannot be sent to Redis: out of memory");
+    return 1;
+  }
+  /* (a bulk string over the server's limit breaks the connection, and
+   * the task would be sent again forever) */
+  if (rclient_check_size(rc->p, "the task's message (its function, arguments and inputs)",
+                         b->len, err, errlen) != 0)
+    return 2;
   argv[4] = b->data;
   lens[4] = b->len;
   return rconn_append(conn, rc->key.set ? 7 : 5, argv, lens) ? -1 : 0;
@@ -518,10 +542,9 @@ static void *sender_main(void *arg) {
     while (n < BATCH) {
       rtask *rt = next_to_send(rc, &resend);
       if (rt == NULL) break;
-      bad = append_xadd(rc, &conn, rt, &b);
+      char why[2000];
+      bad = append_xadd(rc, &conn, rt, &b, why, sizeof why);
       if (bad > 0) {
-        char why[200];
-        snprintf(why, sizeof why, "the task cannot be sent to Redis: out of memory");
         drop_unsent(rc, rt, WK_SERIALIZATION, why);
         continue;
       }
@@ -728,6 +751,16 @@ int rclient_start(pool *p, rclient_opts *o, int *kind, char *err, size_t errlen)
     *kind = WK_BROKEN;
     snprintf(err, errlen, "%s", rc->cmd.err);
     return -1;
+  }
+  {   /* the largest message: ours, or the server's when smaller */
+    long long bulk = rconn_max_bulk(&rc->cmd);
+    double mine = o->max_message > 0 ? o->max_message : RCLIENT_MAX_MESSAGE;
+    rc->max_message = (size_t)mine;
+    snprintf(rc->limit_why, sizeof rc->limit_why, "max_message");
+    if (bulk > 0 && (double)bulk < mine) {
+      rc->max_message = (size_t)bulk;
+      snprintf(rc->limit_why, sizeof rc->limit_why, "the server's proto-max-bulk-len");
+    }
   }
   /* A server that answers but does not serve yet (it loads its data):
    * waited for, within the reconnect window.  (One that cannot be reached

@@ -41,12 +41,23 @@ typedef struct rclient_opts {
   int max_deliveries;
   double reconnect_window;     /* seconds the server may be away before tasks fail */
   int allow_eviction;          /* a server that may evict keys: warn, not refuse */
+  double max_message;          /* bytes a task message may have (0: the default) */
   char warning[1600];          /* out: a warning for the user, or "" */
 } rclient_opts;
 
 /* Connects (the calling thread), then starts p's sender and listener.
  * 0, or -1 with a message in err and *kind (WK_CONFIG or WK_BROKEN). */
 int rclient_start(pool *p, rclient_opts *o, int *kind, char *err, size_t errlen);
+
+/* The default of max_message: well under the server's own default limit
+ * (proto-max-bulk-len, 512 MB), so a message that is too big fails at
+ * once, on our side, instead of breaking the connection. */
+#define RCLIENT_MAX_MESSAGE (64.0 * 1024 * 1024)
+
+/* 0 when a task message of `len` bytes may be sent; else -1 with a
+ * message in err (kind serialization), naming `what`, the size and the
+ * limit. */
+int rclient_check_size(pool *p, const char *what, size_t len, char *err, size_t errlen);
 
 /* Work was queued, or the pool shut down (any thread). */
 void rclient_wake(pool *p);

@@ -67,6 +67,8 @@ typedef struct rworker {
   char consumer[128];
   double heartbeat, claim_idle;
   double window;                   /* --reconnect-window, seconds */
+  size_t max_message;              /* bytes a result may have (--max-message, the server's) */
+  char limit_why[100];             /* where that limit comes from */
   int slots;                       /* tasks the local pool runs at once */
   int prefetch;                    /* --prefetch: entries held at most, 0: adaptive */
   _Atomic double avg;              /* running average of a task's time, s (0: none yet) */
@@ -556,7 +558,8 @@ static int forward_log(void *ctx, const log_record *r) {
   l.worker.len = strlen(label);
   l.message.p = r->message;
   l.message.len = r->len;
-  if ((o->reply = strdup(e->reply)) == NULL || rmsg_put_log(&o->msg, &w->key, &l) != 0) {
+  if ((o->reply = strdup(e->reply)) == NULL || rmsg_put_log(&o->msg, &w->key, &l) != 0 ||
+      o->msg.len > w->max_message) {   /* (too big for the server: written here instead) */
     free(o->reply);
     buf_free(&o->msg);
     free(o);
@@ -594,8 +597,10 @@ static int flush_logs(rworker *w) {
   return 0;
 }
 
-/* Results a script call writes at most (the script unpacks their ids). */
+/* Results a script call writes at most (the script unpacks their ids),
+ * and the bytes after which no more are added to it. */
 #define FLUSH_MAX 1000
+#define FLUSH_BYTES (64 * 1024 * 1024)
 
 /* Writes the results waiting in w->done, FLUSH_MAX a call; what cannot be
  * written now stays there for the next round. */
@@ -621,7 +626,11 @@ static void flush_results(rworker *w) {
   for (i = 0; i < 7; i++) lens[i] = strlen(argv[i]);
   while (w->done) {
     int ok;
-    for (e = w->done, n = 0; e && n < FLUSH_MAX; e = e->next_in, n++) {
+    size_t bytes = 0;
+    /* (a bounded request: the server limits a client's query buffer) */
+    for (e = w->done, n = 0; e && n < FLUSH_MAX && (n == 0 || bytes < FLUSH_BYTES);
+         e = e->next_in, n++) {
+      bytes += e->result.len;
       size_t k = 7 + 5 * n;
       snprintf(ttls[n], sizeof ttls[n], "%u", e->ttl ? e->ttl : 3600u);
       argv[k] = e->id;
@@ -753,6 +762,28 @@ static int on_done(lua_State *L) {
   }
   if (rmsg_put_result(&e->result, &w->key, &r) != 0) say(w, "out of memory writing a result");
   free(made);
+  if (e->result.len > w->max_message) {
+    /* Too big for the server (it would break the connection, and the
+     * worker would try again forever): the task fails instead, saying so;
+     * the worker goes on. */
+    char msg[600];
+    size_t len = 0;
+    char *data;
+    snprintf(msg, sizeof msg,
+             "the task's result is %zu bytes, more than the %zu bytes a message to Redis may "
+             "have (%s, on worker %s): return large data another way (a file, or a key of "
+             "your own), or raise the limit",
+             e->result.len, w->max_message, w->limit_why, w->consumer);
+    say(w, "task %s: %s", e->task, msg);
+    buf_free(&e->result);   /* (the message is made again, in its place) */
+    data = wire_record(weft_kind_name(WK_SERIALIZATION), msg, NULL, &len);
+    r.state = data ? FS_FAILED : FS_CANCELLED;
+    r.flags &= ~RMSG_TIMED_OUT;
+    r.outcome.p = data;
+    r.outcome.len = len;
+    if (rmsg_put_result(&e->result, &w->key, &r) != 0) say(w, "out of memory writing a result");
+    free(data);
+  }
   queue_result(w, e);
   return 0;
 }
@@ -964,6 +995,16 @@ int rworker_serve(lua_State *L) {
       break;
     default:   /* (fine, or lost meanwhile: the threads reconnect) */
       break;
+    }
+  }
+  {   /* the largest result: --max-message, or the server's limit when smaller */
+    long long bulk = rconn_max_bulk(&w->cmd);
+    double mine = opt_num(L, 2, "max_message", 64.0 * 1024 * 1024);
+    w->max_message = (size_t)mine;
+    snprintf(w->limit_why, sizeof w->limit_why, "--max-message");
+    if (bulk > 0 && (double)bulk < mine) {
+      w->max_message = (size_t)bulk;
+      snprintf(w->limit_why, sizeof w->limit_why, "the server's proto-max-bulk-len");
     }
   }
   if ((cfd = home_completion_fd(L)) < 0 ||
