@@ -989,6 +989,7 @@ int rworker_serve(lua_State *L) {
     lua_pop(L, 1);
     switch (rconn_check_eviction(&w->cmd, allow, "--allow-eviction", msg, sizeof msg)) {
     case -1:
+      rconn_close(&w->cmd);
       return weft_error(L, WK_CONFIG, "weft worker: %s", msg);
     case 1:
       say(w, "warning: %s", msg);
@@ -1008,8 +1009,10 @@ int rworker_serve(lua_State *L) {
     }
   }
   if ((cfd = home_completion_fd(L)) < 0 ||
-      (w->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) < 0)
+      (w->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) < 0) {
+    rconn_close(&w->cmd);
     return weft_error(L, WK_BROKEN, "weft worker: %s", strerror(errno));
+  }
   pthread_mutex_init(&w->lock, NULL);
   pthread_cond_init(&w->room, NULL);
   pthread_cond_init(&w->tick, NULL);
