@@ -311,6 +311,7 @@ static void fail_expired(rclient *rc, double since, const char *err) {
   int all = now - since >= rc->window;
   rtask *expired = NULL, *rt;
   size_t i;
+  if (since <= 0) return;   /* (not away) */
   pthread_mutex_lock(&rc->lock);
   for (i = 0; i < rc->nbuckets; i++) {
     rtask **at = &rc->buckets[i];
