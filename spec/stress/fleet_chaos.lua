@@ -3,7 +3,11 @@
 -- real `weft worker` processes, while, at random (seeded) moments, a
 -- worker is killed with -9 (and a new one started), the server is killed
 -- with -9 and restarted from its AOF (it answers LOADING while it reads
--- it), or the server is stopped (SIGSTOP) for one to two seconds.
+-- it), or the server is stopped (SIGSTOP) for one to two seconds.  The
+-- server takes strings of 1 MiB at most (proto-max-bulk-len); one task in
+-- 997 returns 2 MiB (it must fail alone, kind serialization) and one in
+-- 1009 is submitted with a 2 MiB argument (submit must raise kind
+-- serialization).
 --
 --   lua5.4 spec/stress/fleet_chaos.lua [--tasks N] [--seconds S] [--seed S]
 --                                      [--workers W]
@@ -15,7 +19,8 @@
 --
 -- Each task appends its number to a file shared by all workers and returns
 -- twice its number.  Checks, each counted: no task lost (every future
--- finished, none failed), none wrong (each result is twice its number),
+-- finished, none failed but the oversized ones), none wrong (each result
+-- is twice its number), every oversized one failed as it should,
 -- none pending once the chaos is over (bounded wait), every task ran at
 -- least once (by the file), and no process left (no process carries the
 -- run's tag in its environment once the workers are killed and the server
@@ -63,11 +68,32 @@ local dir = assert(uv.fs_mkdtemp("/tmp/weft-chaos.XXXXXX"))
 local ran_file = dir .. "/ran"
 
 -- The task: stands for any idempotent piece of work.
-local function job(i, path)
+local function job(i, path, big)
   local f = assert(io.open(path, "a"))
   f:write(i, "\n")
   f:close()
+  if big then return string.rep("z", 2 * 1048576) end
   return i * 2
+end
+
+local BIG_ARG = string.rep("a", 2 * 1048576)
+local function big_result(i) return i % 997 == 0 end
+local function big_arg(i) return i % 1009 == 0 end
+local big_args_raised, big_args = 0, 0
+
+local futures = {}
+-- Submits task i (an oversized argument must raise at submit).
+local function submit(ex, i)
+  if big_arg(i) then
+    big_args = big_args + 1
+    local ok, err = pcall(ex.submit, ex, job, i, ran_file, false, BIG_ARG)
+    if not ok and type(err) == "table" and err.kind == "serialization" then
+      big_args_raised = big_args_raised + 1
+    end
+    futures[i] = false
+  else
+    futures[i] = ex:submit(job, i, ran_file, big_result(i))
+  end
 end
 
 local stats = { worker_kills = 0, restarts = 0, loading = 0, stops = 0 }
@@ -100,9 +126,9 @@ local function tagged_processes()
   return found
 end
 
-local futures = {}
 local ok_run, err_run = pcall(function()
-  server = R.start { aof = true, args = { "--loading-process-events-interval-bytes", "1024" } }
+  server = R.start { aof = true, args = { "--loading-process-events-interval-bytes", "1024",
+                                          "--proto-max-bulk-len", "1048576" } }
   for _ = 1, opts.workers do start_worker() end
   ex = weft.redis { url = server.url, queue = Q, reconnect_window = 300, max_deliveries = 50 }
 
@@ -114,7 +140,7 @@ local ok_run, err_run = pcall(function()
     local due = math.min(opts.tasks, math.floor(opts.tasks * (now() - t0) / opts.seconds) + 1)
     while submitted < due do
       submitted = submitted + 1
-      futures[submitted] = ex:submit(job, submitted, ran_file)
+      submit(ex, submitted)
     end
     if now() >= next_event then
       local r = math.random()
@@ -146,21 +172,30 @@ local ok_run, err_run = pcall(function()
   end
   while submitted < opts.tasks do
     submitted = submitted + 1
-    futures[submitted] = ex:submit(job, submitted, ran_file)
+    submit(ex, submitted)
   end
   -- The chaos is over: every task must end, soon.
   local deadline = now() + 120
   for _, f in ipairs(futures) do
-    pcall(f.result, f, math.max(0.01, deadline - now()))
+    if f then pcall(f.result, f, math.max(0.01, deadline - now())) end
   end
   stats.elapsed = now() - t0
 end)
 check(ok_run, "the run itself", ok_run or tostring(err_run))
 
 local lost, wrong, pending, kinds = 0, 0, 0, {}
+local big_results, big_results_failed = 0, 0
 for i, f in ipairs(futures) do
-  if not f:done() then
+  if not f then
+    -- (an oversized argument: counted above)
+  elseif not f:done() then
     pending = pending + 1
+  elseif big_result(i) then
+    big_results = big_results + 1
+    local fine, v = pcall(f.result, f, 0)
+    if not fine and type(v) == "table" and v.kind == "serialization" then
+      big_results_failed = big_results_failed + 1
+    end
   else
     local fine, v = pcall(f.result, f, 0)
     if not fine then
@@ -184,7 +219,10 @@ if f then
 end
 local never, duplicates = 0, 0
 for i = 1, #futures do
-  if not runs[i] then never = never + 1 elseif runs[i] > 1 then duplicates = duplicates + 1 end
+  if not futures[i] then   -- (never submitted: an oversized argument)
+    if runs[i] then never = never + 1 end   -- (counted as wrong: it must not run)
+  elseif not runs[i] then never = never + 1
+  elseif runs[i] > 1 then duplicates = duplicates + 1 end
 end
 local s = ex and ex:stats() or {}
 if ex then pcall(ex.shutdown, ex, { wait = true, cancel_futures = true }) end
@@ -205,11 +243,17 @@ print(("tasks %d, worker kills %d, server restarts %d (%d answering LOADING), se
 print(("lost %d%s, wrong %d, pending %d, never ran %d, duplicated %d, redelivered %s, processes left %d")
   :format(lost, #k > 0 and (" (" .. table.concat(k, ", ") .. ")") or "", wrong, pending, never,
           duplicates, tostring(s.redelivered), #left))
+print(("oversized: %d of %d arguments raised at submit, %d of %d results failed their task")
+  :format(big_args_raised, big_args, big_results_failed, big_results))
 check(#futures == opts.tasks, "every task was submitted", #futures .. " of " .. opts.tasks)
 check(lost == 0, "no task lost", lost .. " failed")
 check(wrong == 0, "no result wrong", wrong .. " wrong")
 check(pending == 0, "no task pending after the chaos", pending .. " pending")
-check(never == 0, "every task ran", never .. " never ran")
+check(big_args_raised == big_args, "every oversized argument raised kind serialization at submit",
+      big_args_raised .. " of " .. big_args)
+check(big_results_failed == big_results, "every oversized result failed its task with kind serialization",
+      big_results_failed .. " of " .. big_results)
+check(never == 0, "every task ran once at least (and no refused one ran)", never .. " wrong")
 check(#left == 0, "no process left", table.concat(left, " "))
 print(("%d passed, %d failed"):format(passed, failed))
 os.exit(failed == 0 and 0 or 1)
