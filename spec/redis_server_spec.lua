@@ -7,7 +7,7 @@
 --
 -- House rules (as in redis_spec.lua): no spec waits on time for
 -- correctness.  How long the server answers LOADING is in the spec's
--- hands: the AOF holds keys that load one every 20 ms (the DEBUG-only
+-- hands: the AOF holds keys that load one every 50 ms (the DEBUG-only
 -- config key-load-delay), and the spec sets that delay to 0 once it has
 -- seen what it waits for (the server's own count of refused commands), so
 -- the server leaves LOADING then and not before.
@@ -69,13 +69,14 @@ local function rejected(server, command)
   return stats and math.tointeger(tonumber(stats:match("rejected_calls=(%d+)"))) or 0
 end
 
--- A server whose AOF takes as long to load as the spec wants: `keys` keys
--- of 1 KB in the AOF's base file, each loaded after a 20 ms delay
--- (key-load-delay, in microseconds) until the spec sets it to 0.  Events
--- are served after each key, so the server answers LOADING meanwhile.
+-- A server whose AOF takes as long to load as the spec wants: 2000 keys
+-- of 1 KB in the AOF's base file, each loaded after a 50 ms delay
+-- (key-load-delay, in microseconds: 100 s in all) until the spec sets it
+-- to 0.  Events are served after each key, so the server answers LOADING
+-- meanwhile.
 local function slow_loading_server()
   local server = R.start { aof = true, args = {
-    "--enable-debug-command", "local", "--key-load-delay", "20000",
+    "--enable-debug-command", "local", "--key-load-delay", "50000",
     "--loading-process-events-interval-bytes", "1024" } }
   assert.equal("OK", server:cmd("DEBUG", "POPULATE", "2000", "pad", "1024"))
   server:cmd("BGREWRITEAOF")
@@ -116,6 +117,19 @@ describe("weft.redis while the server loads its AOF", function()
     assert.equal(100, s.completed)
     assert.equal(0, s.failed)
     assert.equal(Q, s.queue)
+  end)
+
+  it("making an executor waits for a loading server within reconnect_window, then raises kind broken saying so", function()
+    local server = slow_loading_server()
+    server:kill()
+    server:restart { loading = true }
+    local err = expect_error("broken", weft.redis, { url = server.url, queue = Q,
+                                                     reconnect_window = 0.5 })
+    assert.truthy(util.mentions(err, "LOADING"), util.text(err))
+    assert.equal("OK", server:cmd("CONFIG", "SET", "key-load-delay", "0"))
+    R.worker(server.url, { queue = Q, workers = 1 })
+    local ex = redis { url = server.url, queue = Q }
+    assert.equal(6, result(ex:submit(function() return 6 end)))
   end)
 end)
 
