@@ -36,7 +36,7 @@ HDRS    = $(wildcard runtime/src/*.h) runtime/include/weft.h
 LUA_ENV = LUA_PATH="$(CURDIR)/lua/?.lua;$(CURDIR)/lua/?/init.lua;;" \
           LUA_CPATH="$(CURDIR)/$(BUILD)/?.so;;"
 
-.PHONY: all test check demo bench install clean bootstrap check-asan check-leaks fuzz fuzz-build check-fuzz check-tsan stress check-stress
+.PHONY: all test check demo bench install clean bootstrap check-asan check-leaks fuzz fuzz-build check-fuzz check-tsan stress check-stress fleet-chaos
 
 all: $(BUILD)/weft/core.so $(BUILD)/weft/weft $(BUILD)/weft/weft-worker \
      $(BUILD)/libweft.so $(BUILD)/weft.pc $(BUILD)/examples/host
@@ -140,6 +140,11 @@ stress: bootstrap all
 
 check-stress: bootstrap all
 	@scripts/check/stress
+
+# The chaos soak of the Redis executor (spec/stress/fleet_chaos.lua): in
+# full here; scripts/check/fleet_chaos (in make test) runs a shortened form.
+fleet-chaos: bootstrap all
+	@CHAOS_TASKS=30000 CHAOS_SECONDS=120 scripts/check/fleet_chaos
 
 bootstrap:
 	@scripts/bootstrap

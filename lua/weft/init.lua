@@ -152,9 +152,11 @@ function weft.processes(opts)
 end
 
 local redis_opts = { url = true, queue = true, secret = true, timeout = true,
-                     result_ttl = true, max_deliveries = true, name = true }
+                     result_ttl = true, max_deliveries = true, name = true,
+                     reconnect_window = true, max_message = true, allow_eviction = true }
 
---- weft.redis{url=, queue=, secret=, timeout=, result_ttl=, max_deliveries=, name=}:
+--- weft.redis{url=, queue=, secret=, timeout=, result_ttl=, max_deliveries=, name=,
+---             reconnect_window=, max_message=, allow_eviction=}:
 --- tasks go to a Redis stream and run on `weft worker` processes anywhere.
 --- url: "redis://[user:password@]host[:port][/db][?queue=q]" or
 --- "unix:///path/redis.sock[?db=n&queue=q]"; secret defaults to WEFT_SECRET.
@@ -180,12 +182,27 @@ function weft.redis(opts)
   if md ~= nil and (math_type(md) ~= "integer" or md < 1 or md > 1000000) then
     raise("config", "%s: max_deliveries must be a positive integer, got %s", what, tostring(md))
   end
+  local rw = opts.reconnect_window
+  if rw ~= nil and (type(rw) ~= "number" or rw ~= rw or rw <= 0) then
+    raise("config", "%s: reconnect_window must be a positive number of seconds, got %s", what,
+          tostring(rw))
+  end
+  local mm = opts.max_message
+  if mm ~= nil and (math_type(mm) ~= "integer" or mm < 1024 or mm > 512 * 1024 * 1024) then
+    raise("config", "%s: max_message must be a whole number of bytes from 1024 to 512 MiB "
+          .. "(536870912), got %s", what, tostring(mm))
+  end
+  if opts.allow_eviction ~= nil and type(opts.allow_eviction) ~= "boolean" then
+    raise("config", "%s: allow_eviction must be a boolean, got %s", what,
+          type(opts.allow_eviction))
+  end
   local secret = opts.secret
   if secret == nil then secret = os.getenv("WEFT_SECRET") end
   if secret == "" then secret = nil end
   return core.pool("redis", 1, opts.name, nil, nil, timeout,
                    { url = opts.url, queue = opts.queue, secret = secret,
-                     result_ttl = ttl, max_deliveries = md })
+                     result_ttl = ttl, max_deliveries = md, reconnect_window = rw,
+                     max_message = mm, allow_eviction = opts.allow_eviction })
 end
 
 -- Reads an executor spec string ("inline", "threads", "threads:8",

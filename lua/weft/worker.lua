@@ -29,6 +29,19 @@ options:
                      the running ones plus about 50 ms of queued work by
                      the average task time, 1 to 16 more a worker)
   --name NAME        this worker's consumer name (default host:pid)
+  --reconnect-window S
+                     how long Redis may be unreachable (or answer LOADING,
+                     BUSY, TRYAGAIN, MASTERDOWN) before the worker gives
+                     up: it stops its running tasks (they stay in the
+                     stream for other workers) and exits with status 1
+                     (default 60)
+  --max-message BYTES
+                     the largest result the worker sends (default 64 MiB,
+                     or the server's proto-max-bulk-len when smaller): a
+                     larger one fails its task with kind serialization
+  --allow-eviction   serve even when the server may evict keys (maxmemory
+                     with a policy other than noeviction): a warning
+                     instead of a refusal
   --require MODULE   require MODULE in every state that runs tasks, before
                      the first task (repeatable): where tasks' modules call
                      weft.register for the types their values carry
@@ -58,7 +71,7 @@ end
 
 -- Reads the arguments: the options table, or nil after printing help.
 function M.parse(args)
-  local o = { heartbeat = 1, claim_idle = 10 }
+  local o = { heartbeat = 1, claim_idle = 10, reconnect_window = 60 }
   local i = 1
   while i <= #args do
     local a = args[i]
@@ -87,6 +100,14 @@ function M.parse(args)
       end
       o.prefetch = n
     elseif a == "--name" then o.name = value()
+    elseif a == "--reconnect-window" then o.reconnect_window = number(a, value(), 0.1)
+    elseif a == "--max-message" then
+      local n = math.tointeger(tonumber(value()))
+      if not n or n < 1024 or n > 512 * 1024 * 1024 then
+        fail("--max-message needs a whole number of bytes from 1024 to 536870912, got %s", args[i])
+      end
+      o.max_message = n
+    elseif a == "--allow-eviction" then o.allow_eviction = true
     elseif a == "--require" then
       o.requires = o.requires or {}
       o.requires[#o.requires + 1] = value()
@@ -140,6 +161,8 @@ function M.main(args)
   local status = core.redis_serve(pool, {
     url = o.url, queue = queue, secret = secret, heartbeat = o.heartbeat,
     claim_idle = o.claim_idle, name = o.name, prefetch = o.prefetch, what = what,
+    reconnect_window = o.reconnect_window, max_message = o.max_message,
+    allow_eviction = o.allow_eviction,
   })
   pool:shutdown()
   return status

@@ -1228,7 +1228,15 @@ static void submit_msg(lua_State *L, pool *p, wire_enc *e, const char *msg, size
   size_t delays = (size_t)spec->ndelays * sizeof(double);
   size_t ptrs = (nblobs + ndeps) * sizeof(void *);
   size_t need = sizeof(task) + delays + ptrs + len;
-  future *f = future_new(p->home, p);
+  future *f;
+  if (p->kind == POOL_REDIS && !outside) {   /* too big for the server: said now */
+    char why[2000];
+    if (rclient_check_size(p, "the task (its function and arguments)", len, why, sizeof why)) {
+      if (e) wire_enc_free(e);
+      weft_error(L, WK_SERIALIZATION, "%s", why);
+    }
+  }
+  f = future_new(p->home, p);
   task *t = NULL;
   size_t i;
   int failed_dep = -1;
@@ -1581,7 +1589,8 @@ static void read_procs_opts(lua_State *L, int t, procs_opts *o, char *path, size
 }
 
 /* A Redis executor's client, from the options at index t (checked by
- * weft.redis): url, queue, secret, result_ttl, max_deliveries. */
+ * weft.redis): url, queue, secret, result_ttl, max_deliveries,
+ * reconnect_window. */
 static void start_redis(lua_State *L, pool *p, int t) {
   rclient_opts o;
   char err[2600];
@@ -1594,9 +1603,18 @@ static void start_redis(lua_State *L, pool *p, int t) {
   if (lua_getfield(L, t, "secret") == LUA_TSTRING) o.secret = lua_tolstring(L, -1, &o.secret_len);
   o.result_ttl = opt_number(L, t, "result_ttl", 3600);
   o.max_deliveries = (int)opt_number(L, t, "max_deliveries", 3);
+  o.reconnect_window = opt_number(L, t, "reconnect_window", 60);
+  o.max_message = opt_number(L, t, "max_message", 0);
+  o.allow_eviction = lua_getfield(L, t, "allow_eviction") == LUA_TBOOLEAN && lua_toboolean(L, -1);
+  lua_pop(L, 1);
   if (rclient_start(p, &o, &kind, err, sizeof err) != 0) {
     pool_shutdown(L, p, 1, 1);
     weft_error(L, (weft_kind)kind, "weft.redis: %s", err);
+  }
+  if (o.warning[0]) {
+    char msg[1700];
+    snprintf(msg, sizeof msg, "weft.redis: %s", o.warning);
+    log_here(L, LOG_WARN, msg);
   }
   lua_pop(L, 3);
 }

@@ -47,6 +47,9 @@ typedef struct rclient {
   rkeys keys;
   rmsg_key key;
   char cid[17];                  /* this client's id (hex) */
+  double window;                 /* reconnect_window, seconds */
+  size_t max_message;            /* bytes a task message may have */
+  char limit_why[200];           /* where that limit comes from */
   double ttl;
   int max_deliveries;
   int efd;                       /* wakes the sender */
@@ -262,12 +265,17 @@ static void handle_element(rclient *rc, const char *elem, size_t len) {
  * the worker wrote beside it is still there (results are written once,
  * with a TTL).  A result that also comes by the list is the second one,
  * and is ignored. */
-static void recover_results(rclient *rc, rconn *conn) {
+static int recover_results(rclient *rc, rconn *conn) {
   uint32_t *seqs = NULL;
   size_t n = 0, i, j;
   rtask *rt;
+  int status = -1;
   pthread_mutex_lock(&rc->lock);
-  if (rc->count > 0 && (seqs = malloc(rc->count * sizeof *seqs)) != NULL) {
+  if (rc->count > 0 && (seqs = malloc(rc->count * sizeof *seqs)) == NULL) {
+    pthread_mutex_unlock(&rc->lock);
+    return -1;   /* (the next round tries again) */
+  }
+  if (rc->count > 0) {
     for (i = 0; i < rc->nbuckets; i++)
       for (rt = rc->buckets[i]; rt; rt = rt->next)
         if (rt->sent) seqs[n++] = rt->seq;
@@ -285,24 +293,30 @@ static void recover_results(rclient *rc, rconn *conn) {
       redisReply *r = rconn_reply(conn);
       if (r == NULL) goto out;   /* (the next connection tries again) */
       if (r->type == REDIS_REPLY_STRING) handle_result(rc, r->str, r->len);
+      if (r->type == REDIS_REPLY_ERROR) status = -2;   /* (the next round tries again) */
       freeReplyObject(r);
     }
   }
+  if (status == -1) status = 0;
 out:
   free(seqs);
+  return status < 0 ? -1 : 0;
 }
 
-/* While the server is gone: fails the tasks whose timeout has passed since
- * it went away. */
+/* While the server is gone (since `since`, weft_now() based): fails every
+ * task in flight once it has been gone for the reconnect window, else the
+ * tasks whose own timeout has passed since it went away. */
 static void fail_expired(rclient *rc, double since, const char *err) {
   double now = weft_now();
+  int all = now - since >= rc->window;
   rtask *expired = NULL, *rt;
   size_t i;
+  if (since <= 0) return;   /* (not away) */
   pthread_mutex_lock(&rc->lock);
   for (i = 0; i < rc->nbuckets; i++) {
     rtask **at = &rc->buckets[i];
     while ((rt = *at) != NULL) {
-      if (rt->t->timeout >= 0 && now - since > rt->t->timeout) {
+      if (all || (rt->t->timeout >= 0 && now - since > rt->t->timeout)) {
         *at = rt->next;
         rc->count--;
         rt->next = expired;
@@ -317,9 +331,15 @@ static void fail_expired(rclient *rc, double since, const char *err) {
   pthread_mutex_unlock(&rc->lock);
   while ((rt = expired) != NULL) {
     expired = rt->next;
-    settle_error(rc, rt->f, WK_BROKEN,
-                 "%s, and it did not come back within the task's timeout (%g s)", err,
-                 rt->timeout);
+    if (all && !(rt->timeout >= 0 && now - since > rt->timeout))
+      settle_error(rc, rt->f, WK_BROKEN,
+                   "Redis at %s was unreachable for %.1f s, the reconnect window "
+                   "(reconnect_window = %g s): %s",
+                   rc->where, now - since, rc->window, err);
+    else
+      settle_error(rc, rt->f, WK_BROKEN,
+                   "%s, and it did not come back within the task's timeout (%g s)", err,
+                   rt->timeout);
     future_unref(rt->f);
     if (rt->sent) {
       pool_task_done(rc->p, rt->t);
@@ -334,6 +354,18 @@ static void push_wake(rclient *rc, rconn *c) {
   const char *argv[3] = {"RPUSH", rc->keys.reply, WAKE};
   redisReply *r = rconn_cmd(c, 3, argv, NULL);
   if (r) freeReplyObject(r);
+}
+
+/* === sizes ============================================================= */
+
+int rclient_check_size(pool *p, const char *what, size_t len, char *err, size_t errlen) {
+  rclient *rc = RC(p);
+  if (rc == NULL || len <= rc->max_message) return 0;
+  snprintf(err, errlen,
+           "%s is %zu bytes, more than the %zu bytes a message to Redis at %s may have (%s): "
+           "pass large data another way (a file, or a key of your own), or raise the limit",
+           what, len, rc->max_message, rc->where, rc->limit_why);
+  return -1;
 }
 
 /* === the sender ========================================================= */
@@ -399,11 +431,21 @@ static int encode_task(rclient *rc, rtask *rt, buf *b, unsigned char sig[RMSG_SI
   return rc_;
 }
 
-static int append_xadd(rclient *rc, rconn *conn, rtask *rt, buf *b) {
+/* Appends rt's XADD: 0; -1 when the connection failed; 1 when the task
+ * cannot be encoded, 2 when it is too big (why in err). */
+static int append_xadd(rclient *rc, rconn *conn, rtask *rt, buf *b, char *err, size_t errlen) {
   unsigned char sig[RMSG_SIG];
   const char *argv[7] = {"XADD", rc->keys.stream, "*", "m", NULL, "s", (const char *)sig};
   size_t lens[7] = {4, strlen(rc->keys.stream), 1, 1, 0, 1, RMSG_SIG};
-  if (encode_task(rc, rt, b, sig) != 0) return 1;
+  if (encode_task(rc, rt, b, sig) != 0) {
+    snprintf(err, errlen, "the task cannot be sent to Redis: out of memory");
+    return 1;
+  }
+  /* (a bulk string over the server's limit breaks the connection, and
+   * the task would be sent again forever) */
+  if (rclient_check_size(rc->p, "the task's message (its function, arguments and inputs)",
+                         b->len, err, errlen) != 0)
+    return 2;
   argv[4] = b->data;
   lens[4] = b->len;
   return rconn_append(conn, rc->key.set ? 7 : 5, argv, lens) ? -1 : 0;
@@ -468,24 +510,42 @@ static void drop_unsent(rclient *rc, rtask *rt, weft_kind kind, const char *why)
   free(rt);
 }
 
+/* The server has been away for the reconnect window (as the sender's
+ * connection sees it): the tasks waiting to be sent fail, saying so. */
+static void sender_give_up(rclient *rc, rconn *conn, rtask **resend) {
+  double down = rconn_down_for(conn);
+  char why[4000];
+  rtask *rt;
+  if (down == 0 || down < rc->window) return;
+  snprintf(why, sizeof why,
+           "Redis at %s was unreachable for %.1f s, the reconnect window "
+           "(reconnect_window = %g s): %s",
+           rc->where, down, rc->window, conn->err);
+  while ((rt = next_to_send(rc, resend)) != NULL) drop_unsent(rc, rt, WK_BROKEN, why);
+}
+
 static void *sender_main(void *arg) {
   rclient *rc = arg;
   pool *p = rc->p;
   rconn conn;
   buf b = BUF_INIT;
-  rtask *resend = NULL, *batch[BATCH];
+  rtask *resend = NULL, *batch[BATCH], *again[BATCH];
   rconn_init(&conn, &rc->addr, CMD_TIMEOUT);
   pthread_setname_np(pthread_self(), "weft:rsend");
   while (!atomic_load(&rc->stop)) {
-    int n = 0, i, bad;
-    if (conn.c == NULL && rconn_ensure(&conn, &rc->stop, -1) != 0) break;
+    int n = 0, i, bad, nagain = 0;
+    /* (in slices: the reconnect window is looked at between them) */
+    if (conn.c == NULL && rconn_ensure(&conn, &rc->stop, weft_now() + 0.25) != 0) {
+      sender_give_up(rc, &conn, &resend);
+      if (pool_is_drained(p) && resend == NULL) break;
+      continue;
+    }
     while (n < BATCH) {
       rtask *rt = next_to_send(rc, &resend);
       if (rt == NULL) break;
-      bad = append_xadd(rc, &conn, rt, &b);
+      char why[2000];
+      bad = append_xadd(rc, &conn, rt, &b, why, sizeof why);
       if (bad > 0) {
-        char why[200];
-        snprintf(why, sizeof why, "the task cannot be sent to Redis: out of memory");
         drop_unsent(rc, rt, WK_SERIALIZATION, why);
         continue;
       }
@@ -500,11 +560,7 @@ static void *sender_main(void *arg) {
     for (i = 0; i < n; i++) {
       redisReply *r = conn.c ? rconn_reply(&conn) : NULL;
       if (r == NULL) {   /* resend the rest after reconnecting, in order */
-        int j;
-        for (j = n - 1; j >= i; j--) {
-          batch[j]->next_resend = resend;
-          resend = batch[j];
-        }
+        for (; i < n; i++) again[nagain++] = batch[i];
         break;
       }
       if (r->type == REDIS_REPLY_STRING) {
@@ -519,6 +575,8 @@ static void *sender_main(void *arg) {
           pool_task_done(p, batch[i]->t);
           free(batch[i]);
         }
+      } else if (rconn_transient(r)) {   /* loading, busy: the same again later */
+        again[nagain++] = batch[i];
       } else {
         char why[2000];
         snprintf(why, sizeof why, "Redis at %s refused the task: %s", rc->where,
@@ -526,6 +584,20 @@ static void *sender_main(void *arg) {
         drop_unsent(rc, batch[i], WK_BROKEN, why);
       }
       freeReplyObject(r);
+    }
+    if (nagain > 0) {   /* first in the resend list, in their order */
+      for (i = nagain - 1; i >= 0; i--) {
+        again[i]->next_resend = resend;
+        resend = again[i];
+      }
+      if (conn.c) {   /* (refused, not lost: wait before asking again) */
+        double pause = conn.backoff;
+        conn.backoff = fmin(2.0, conn.backoff * 2);
+        rconn_sleep(pause, &rc->stop, -1);
+      }
+      sender_give_up(rc, &conn, &resend);
+    } else if (conn.c) {
+      conn.backoff = 0.05;
     }
   }
   /* Gone: what is left unsent fails (an abort, or a stop while the server
@@ -561,9 +633,7 @@ static void *listener_main(void *arg) {
   rclient *rc = arg;
   pool *p = rc->p;
   rconn conn;
-  double down_since = 0;
-  int connected_before = 0;
-  char down_err[2400] = "";
+  int connected_before = 0, recover = 0;
   const char *argv[7] = {"BLMPOP", LISTEN_BLOCK, "1", rc->keys.reply, "LEFT", "COUNT", "512"};
   rconn_init(&conn, &rc->addr, CMD_TIMEOUT);
   pthread_setname_np(pthread_self(), "weft:rlisten");
@@ -572,31 +642,39 @@ static void *listener_main(void *arg) {
     size_t i;
     if (conn.c == NULL) {
       if (rconn_open(&conn) != 0) {
-        if (down_since == 0) {
-          down_since = weft_now();
-          snprintf(down_err, sizeof down_err, "%s", conn.err);
-          atomic_store(&rc->down, 1);
-        }
-        fail_expired(rc, down_since, down_err);
+        atomic_store(&rc->down, 1);
+        fail_expired(rc, conn.down_since, conn.err);
         if (rconn_ensure(&conn, &rc->stop, weft_now() + 0.25) != 0) continue;
       }
-      down_since = 0;
-      atomic_store(&rc->down, 0);
-      if (connected_before) recover_results(rc, &conn);
+      recover |= connected_before;
       connected_before = 1;
     }
     r = rconn_cmd(&conn, 7, argv, NULL);
     if (r == NULL) continue;
-    if (r->type == REDIS_REPLY_ERROR) {   /* (a server that lost our AUTH) */
+    if (rconn_transient(r)) {   /* loading, busy: up, but not serving yet */
+      double pause = conn.backoff;
+      atomic_store(&rc->down, 1);
+      conn.backoff = fmin(2.0, conn.backoff * 2);
+      fail_expired(rc, conn.down_since, conn.err);
+      rconn_sleep(pause, &rc->stop, -1);
+    } else if (r->type == REDIS_REPLY_ERROR) {   /* (a server that lost our AUTH) */
       snprintf(conn.err, sizeof conn.err, "Redis at %s: %s", rc->where, r->str);
+      if (recover && recover_results(rc, &conn) == 0) recover = 0;   /* (GET may be allowed) */
       rconn_close(&conn);
       rconn_sleep(REFUSED_PAUSE, &rc->stop, -1);   /* (not a busy loop of refusals) */
-    } else if (r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
-               r->element[1]->type == REDIS_REPLY_ARRAY) {
-      redisReply *items = r->element[1];
-      for (i = 0; i < items->elements; i++)
-        if (items->element[i]->type == REDIS_REPLY_STRING)
-          handle_element(rc, items->element[i]->str, items->element[i]->len);
+    } else {
+      atomic_store(&rc->down, 0);
+      conn.backoff = 0.05;
+      if (r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
+          r->element[1]->type == REDIS_REPLY_ARRAY) {
+        redisReply *items = r->element[1];
+        for (i = 0; i < items->elements; i++)
+          if (items->element[i]->type == REDIS_REPLY_STRING)
+            handle_element(rc, items->element[i]->str, items->element[i]->len);
+      }
+      /* After a reconnect, once the server serves again (it may take
+       * SELECT while it still loads, and refuse the GETs). */
+      if (recover && recover_results(rc, &conn) == 0) recover = 0;
     }
     freeReplyObject(r);
   }
@@ -616,7 +694,7 @@ static rconn *owner_conn(rclient *rc) {
   return rconn_ready(&rc->cmd, atomic_load(&rc->down) ? 0 : CMD_TIMEOUT);
 }
 
-int rclient_start(pool *p, const rclient_opts *o, int *kind, char *err, size_t errlen) {
+int rclient_start(pool *p, rclient_opts *o, int *kind, char *err, size_t errlen) {
   rclient *rc = calloc(1, sizeof *rc);
   unsigned char id[8];
   int i, rc_;
@@ -648,6 +726,7 @@ int rclient_start(pool *p, const rclient_opts *o, int *kind, char *err, size_t e
   for (i = 0; i < 8; i++) snprintf(rc->cid + 2 * i, 3, "%02x", id[i]);
   rkeys_reply(&rc->keys, rc->cid);
   rc->ttl = o->result_ttl;
+  rc->window = o->reconnect_window > 0 ? o->reconnect_window : 60;
   rc->max_deliveries = o->max_deliveries;
   rc->nbuckets = 64;
   if ((rc->buckets = calloc(rc->nbuckets, sizeof *rc->buckets)) == NULL ||
@@ -661,10 +740,46 @@ int rclient_start(pool *p, const rclient_opts *o, int *kind, char *err, size_t e
     snprintf(err, errlen, "%s", rc->cmd.err);
     return -1;
   }
-  if (rconn_create_group(&rc->cmd, rc->keys.stream, RKEYS_GROUP) != 0) {
-    snprintf(err, errlen, "%s", rc->cmd.err);
+  /* Evicted stream keys are lost tasks. */
+  o->warning[0] = '\0';
+  switch (rconn_check_eviction(&rc->cmd, o->allow_eviction, "allow_eviction = true", o->warning,
+                               sizeof o->warning)) {
+  case -1:
+    snprintf(err, errlen, "%s", o->warning);
+    o->warning[0] = '\0';
+    return -1;   /* (kind config) */
+  case -2:
     *kind = WK_BROKEN;
+    snprintf(err, errlen, "%s", rc->cmd.err);
     return -1;
+  }
+  {   /* the largest message: ours, or the server's when smaller */
+    long long bulk = rconn_max_bulk(&rc->cmd);
+    double mine = o->max_message > 0 ? o->max_message : RCLIENT_MAX_MESSAGE;
+    rc->max_message = (size_t)mine;
+    snprintf(rc->limit_why, sizeof rc->limit_why, "max_message");
+    if (bulk > 0 && (double)bulk < mine) {
+      rc->max_message = (size_t)bulk;
+      snprintf(rc->limit_why, sizeof rc->limit_why, "the server's proto-max-bulk-len");
+    }
+  }
+  /* A server that answers but does not serve yet (it loads its data):
+   * waited for, within the reconnect window.  (One that cannot be reached
+   * at all fails at once, above: most often a wrong address.) */
+  while (rconn_create_group(&rc->cmd, rc->keys.stream, RKEYS_GROUP) != 0) {
+    double pause = rc->cmd.backoff;
+    if (rc->cmd.down_since == 0 || rconn_down_for(&rc->cmd) + pause > rc->window) {
+      snprintf(err, errlen, "%s", rc->cmd.err);
+      *kind = WK_BROKEN;
+      return -1;
+    }
+    rc->cmd.backoff = fmin(2.0, rc->cmd.backoff * 2);
+    rconn_sleep(pause, NULL, -1);
+    if (rconn_open(&rc->cmd) != 0) {
+      snprintf(err, errlen, "%s", rc->cmd.err);
+      *kind = rc->cmd.auth_failed ? WK_CONFIG : WK_BROKEN;
+      return -1;
+    }
   }
   if ((rc_ = pool_start_thread(p, &rc->sender, sender_main, rc, 0)) == 0) {
     rc->started = 1;

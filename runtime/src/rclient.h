@@ -15,10 +15,15 @@
  *     a script that checks, atomically, that no worker has read it; a
  *     forced cancel leaves a kill mark the workers honour (rworker.c).
  *
- * Lost connections are retried with back-off on each thread.  A task is
- * resent when its XADD got no answer (delivery is at-least-once: the
- * first result settles the future, later ones are ignored).  While the
- * server is gone, a task whose timeout passes fails with kind broken.
+ * Lost connections are retried with back-off on each thread, and so are
+ * the commands a server refuses for a while (LOADING, BUSY, TRYAGAIN,
+ * MASTERDOWN: rconn_transient).  A task is resent when its XADD got no
+ * answer (delivery is at-least-once: the first result settles the
+ * future, later ones are ignored).  While the server is gone, a task
+ * whose timeout passes fails with kind broken, and once it has been gone
+ * for the reconnect window every task in flight fails so, saying for how
+ * long (and a task submitted while it stays gone fails after one more
+ * try to reach it).
  */
 #ifndef WEFT_RCLIENT_H
 #define WEFT_RCLIENT_H
@@ -34,11 +39,25 @@ typedef struct rclient_opts {
   size_t secret_len;
   double result_ttl;           /* seconds results are kept on the server */
   int max_deliveries;
+  double reconnect_window;     /* seconds the server may be away before tasks fail */
+  int allow_eviction;          /* a server that may evict keys: warn, not refuse */
+  double max_message;          /* bytes a task message may have (0: the default) */
+  char warning[1600];          /* out: a warning for the user, or "" */
 } rclient_opts;
 
 /* Connects (the calling thread), then starts p's sender and listener.
  * 0, or -1 with a message in err and *kind (WK_CONFIG or WK_BROKEN). */
-int rclient_start(pool *p, const rclient_opts *o, int *kind, char *err, size_t errlen);
+int rclient_start(pool *p, rclient_opts *o, int *kind, char *err, size_t errlen);
+
+/* The default of max_message: well under the server's own default limit
+ * (proto-max-bulk-len, 512 MB), so a message that is too big fails at
+ * once, on our side, instead of breaking the connection. */
+#define RCLIENT_MAX_MESSAGE (64.0 * 1024 * 1024)
+
+/* 0 when a task message of `len` bytes may be sent; else -1 with a
+ * message in err (kind serialization), naming `what`, the size and the
+ * limit. */
+int rclient_check_size(pool *p, const char *what, size_t len, char *err, size_t errlen);
 
 /* Work was queued, or the pool shut down (any thread). */
 void rclient_wake(pool *p);

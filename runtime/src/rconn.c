@@ -192,8 +192,42 @@ void rconn_set_timeout(rconn *rc, double seconds) {
   if (rc->c) redisSetTimeout(rc->c, tv_of(seconds));
 }
 
+/* The server stopped serving us (from now, unless it had already). */
+static void mark_down(rconn *rc) {
+  if (rc->down_since == 0) rc->down_since = weft_now();
+}
+
+int rconn_transient(const redisReply *r) {
+  static const char *const words[] = {"LOADING", "BUSY", "TRYAGAIN", "MASTERDOWN"};
+  size_t i, n;
+  if (r == NULL || r->type != REDIS_REPLY_ERROR || r->str == NULL) return 0;
+  for (i = 0; i < sizeof words / sizeof *words; i++) {
+    n = strlen(words[i]);   /* (the whole first word: BUSYGROUP is another matter) */
+    if (strncmp(r->str, words[i], n) == 0 && (r->str[n] == ' ' || r->str[n] == '\0')) return 1;
+  }
+  return 0;
+}
+
+double rconn_down_for(const rconn *rc) {
+  return rc->down_since > 0 ? weft_now() - rc->down_since : 0;
+}
+
+/* After a reply: a transient error marks the server down (and says so in
+ * rc->err), anything else marks it up. */
+static void note_reply(rconn *rc, const redisReply *r) {
+  if (rconn_transient(r)) {
+    char where[1100];
+    rconn_describe(rc->addr, where, sizeof where);
+    snprintf(rc->err, sizeof rc->err, "Redis at %s answers %s", where, r->str);
+    mark_down(rc);
+  } else {
+    rc->down_since = 0;
+  }
+}
+
 static void fail(rconn *rc, const char *what) {
   char where[1100];
+  mark_down(rc);
   rconn_describe(rc->addr, where, sizeof where);
   snprintf(rc->err, sizeof rc->err, "%s Redis at %s: %s", what, where,
            rc->c && rc->c->errstr[0] ? rc->c->errstr : "connection lost");
@@ -222,6 +256,7 @@ static int open_unguarded(rconn *rc) {
                      : redisConnectWithTimeout(a->host, a->port, tv_of(rc->timeout));
   if (rc->c == NULL) {
     snprintf(rc->err, sizeof rc->err, "cannot connect to Redis: out of memory");
+    mark_down(rc);
     return -1;
   }
   if (rc->c->err) {
@@ -247,6 +282,7 @@ static int open_unguarded(rconn *rc) {
       rc->auth_failed = 1;
       freeReplyObject(r);
       rconn_close(rc);
+      mark_down(rc);
       return -1;
     }
     freeReplyObject(r);
@@ -263,6 +299,7 @@ static int open_unguarded(rconn *rc) {
     rc->auth_failed = strstr(r->str, "NOAUTH") != NULL;
     freeReplyObject(r);
     rconn_close(rc);
+    mark_down(rc);
     return -1;
   }
   freeReplyObject(r);
@@ -315,6 +352,7 @@ redisReply *rconn_cmd(rconn *rc, int argc, const char **argv, const size_t *lens
   r = redisCommandArgv(rc->c, argc, argv, lens);
   pipe_restore(&old);
   if (r == NULL) fail(rc, "lost the connection to");
+  else note_reply(rc, r);
   return r;
 }
 
@@ -339,6 +377,7 @@ redisReply *rconn_reply(rconn *rc) {
     fail(rc, "lost the connection to");
     return NULL;
   }
+  note_reply(rc, r);
   return r;
 }
 
@@ -353,5 +392,62 @@ redisReply *rconn_cmdf(rconn *rc, const char *fmt, ...) {
   va_end(ap);
   pipe_restore(&old);
   if (r == NULL) fail(rc, "lost the connection to");
+  else note_reply(rc, r);
   return r;
+}
+
+/* === what the server's configuration allows ============================ */
+
+/* CONFIG GET name: the value into out; 0, 1 when CONFIG is refused (the
+ * reply in out), -1 when the connection failed. */
+static int config_get(rconn *rc, const char *name, char *out, size_t size) {
+  const char *argv[3] = {"CONFIG", "GET", name};
+  redisReply *r = rconn_cmd(rc, 3, argv, NULL);
+  int status = 1;
+  if (r == NULL) return -1;
+  if (r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
+      r->element[1]->type == REDIS_REPLY_STRING) {
+    snprintf(out, size, "%s", r->element[1]->str);
+    status = 0;
+  } else {
+    snprintf(out, size, "%s", r->type == REDIS_REPLY_ERROR ? r->str : "no such setting");
+  }
+  freeReplyObject(r);
+  return status;
+}
+
+int rconn_check_eviction(rconn *rc, int allow, const char *insist, char *msg, size_t size) {
+  char policy[256], maxmem[256] = "", where[1100];
+  int a, b = 0;
+  rconn_describe(rc->addr, where, sizeof where);
+  msg[0] = '\0';
+  if ((a = config_get(rc, "maxmemory-policy", policy, sizeof policy)) < 0 ||
+      (a == 0 && (b = config_get(rc, "maxmemory", maxmem, sizeof maxmem)) < 0))
+    return -2;
+  if (a == 0 && b == 1) {   /* (policy readable, maxmemory not: unlikely) */
+    snprintf(policy, sizeof policy, "%s", maxmem);
+    a = 1;
+  }
+  if (a == 1) {
+    snprintf(msg, size,
+             "cannot read the eviction policy of Redis at %s (CONFIG GET maxmemory-policy: %s); "
+             "make sure it is noeviction (or maxmemory 0): a server that evicts keys can "
+             "lose the queue's tasks", where, policy);
+    return 1;
+  }
+  if (strcmp(policy, "noeviction") == 0 || strtoll(maxmem, NULL, 10) == 0) return 0;
+  snprintf(msg, size,
+           "Redis at %s may evict keys (maxmemory %s bytes, maxmemory-policy %s): the queue's "
+           "tasks and results could vanish.  Set maxmemory-policy noeviction (CONFIG SET "
+           "maxmemory-policy noeviction, and in redis.conf)%s%s%s",
+           where, maxmem, policy, allow ? "" : ", or pass ", allow ? "" : insist,
+           allow ? "" : " to run anyway");
+  return allow ? 1 : -1;
+}
+
+long long rconn_max_bulk(rconn *rc) {
+  char v[64];
+  int a = config_get(rc, "proto-max-bulk-len", v, sizeof v);
+  if (a < 0) return -1;
+  return a == 0 ? strtoll(v, NULL, 10) : 0;
 }

@@ -34,8 +34,21 @@ typedef struct rconn {
   double timeout;              /* seconds for connect and each reply */
   double backoff;              /* the next wait before reconnecting */
   int auth_failed;             /* the server refused our credentials */
+  /* weft_now() when the server stopped serving us (a failed connect, a
+   * lost connection, or a transient error reply: see rconn_transient);
+   * 0 once a command got any other reply.  A successful connect does
+   * not clear it: a server loading its data takes AUTH and SELECT and
+   * refuses the rest. */
+  double down_since;
   char err[2400];               /* why the last connect or command failed */
 } rconn;
+
+/* 1 when r is an error reply a server gives while it cannot serve for a
+ * while and the command should be sent again later: LOADING (it reads
+ * its AOF or RDB), BUSY (a script runs too long), TRYAGAIN, MASTERDOWN. */
+int rconn_transient(const redisReply *r);
+/* Seconds since the server stopped serving us, 0 while it serves. */
+double rconn_down_for(const rconn *rc);
 
 void rconn_init(rconn *rc, const rconn_addr *a, double timeout);
 /* Connects (AUTH, SELECT) unless connected: 0, or -1 with rc->err. */
@@ -64,6 +77,19 @@ redisReply *rconn_cmd(rconn *rc, int argc, const char **argv, const size_t *lens
 /* Appends a command to the pipeline; send and read with rconn_reply. */
 int rconn_append(rconn *rc, int argc, const char **argv, const size_t *lens);
 redisReply *rconn_reply(rconn *rc);
+
+/* At connect: may the server evict keys (maxmemory set and a
+ * maxmemory-policy other than noeviction)?  Evicted stream keys are lost
+ * tasks.  0: it may not (msg ""); 1: go on, with the warning in msg (it
+ * may and `allow` is set, or CONFIG GET is denied, by an ACL say, so no
+ * one can tell); -1: refuse, the reason and the fix in msg; -2: the
+ * connection failed (rc->err).  `insist` names the option that allows
+ * eviction, for the messages. */
+int rconn_check_eviction(rconn *rc, int allow, const char *insist, char *msg, size_t size);
+
+/* The server's proto-max-bulk-len (the largest string it takes), or 0
+ * when it does not say (CONFIG denied); -1 when the connection failed. */
+long long rconn_max_bulk(rconn *rc);
 
 /* Runs a command given as printf-style text (no binary arguments). */
 redisReply *rconn_cmdf(rconn *rc, const char *fmt, ...);

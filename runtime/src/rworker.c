@@ -51,6 +51,7 @@ typedef struct entry {
   uint32_t ttl;
   future *f;                       /* the local task's future */
   int fref;                        /* its userdata in the registry */
+  int answered;                    /* its result message is made (w->done) */
   int timed_out;
   double started;                  /* wall clock */
   buf result;                      /* the result message, once done */
@@ -65,6 +66,9 @@ typedef struct rworker {
   rmsg_key key;
   char consumer[128];
   double heartbeat, claim_idle;
+  double window;                   /* --reconnect-window, seconds */
+  size_t max_message;              /* bytes a result may have (--max-message, the server's) */
+  char limit_why[100];             /* where that limit comes from */
   int slots;                       /* tasks the local pool runs at once */
   int prefetch;                    /* --prefetch: entries held at most, 0: adaptive */
   _Atomic double avg;              /* running average of a task's time, s (0: none yet) */
@@ -84,6 +88,7 @@ typedef struct rworker {
   size_t nkills, capkills;
   int ready;                       /* the fetcher has connected once */
   char fetch_err[2400];            /* why the fetcher cannot connect */
+  double fetch_down;               /* weft_now() since the fetcher is not served, 0: it is */
   /* The owner's: */
   rconn cmd;
   entry *done, *done_tail;         /* results to write */
@@ -307,6 +312,7 @@ static void *fetch_main(void *arg) {
       if (rconn_open(&conn) != 0 || rconn_create_group(&conn, w->keys.stream, RKEYS_GROUP) != 0) {
         pthread_mutex_lock(&w->lock);
         snprintf(w->fetch_err, sizeof w->fetch_err, "%s", conn.err);
+        w->fetch_down = conn.down_since;
         pthread_mutex_unlock(&w->lock);
         rconn_close(&conn);
         wake_owner(w);
@@ -322,6 +328,7 @@ static void *fetch_main(void *arg) {
       pthread_mutex_lock(&w->lock);
       w->ready = 1;
       w->fetch_err[0] = '\0';
+      w->fetch_down = conn.down_since;
       pthread_mutex_unlock(&w->lock);
       wake_owner(w);
     }
@@ -348,7 +355,18 @@ static void *fetch_main(void *arg) {
     }
     snprintf(count, sizeof count, "%d", room);
     if ((r = rconn_cmd(&conn, 11, full, NULL)) == NULL) continue;
-    if (r->type == REDIS_REPLY_ERROR) {
+    pthread_mutex_lock(&w->lock);
+    w->fetch_down = conn.down_since;
+    if (conn.down_since == 0) w->fetch_err[0] = '\0';
+    else snprintf(w->fetch_err, sizeof w->fetch_err, "%s", conn.err);
+    pthread_mutex_unlock(&w->lock);
+    if (conn.down_since == 0) conn.backoff = 0.05;
+    if (rconn_transient(r)) {   /* loading, busy: asked again after a pause */
+      double pause = conn.backoff;
+      conn.backoff = fmin(2.0, conn.backoff * 2);
+      wake_owner(w);
+      rconn_sleep(pause, &w->stopping, -1);
+    } else if (r->type == REDIS_REPLY_ERROR) {
       if (strncmp(r->str, "NOGROUP", 7) == 0) {   /* the server lost its data */
         rconn_create_group(&conn, w->keys.stream, RKEYS_GROUP);
       } else {
@@ -540,7 +558,8 @@ static int forward_log(void *ctx, const log_record *r) {
   l.worker.len = strlen(label);
   l.message.p = r->message;
   l.message.len = r->len;
-  if ((o->reply = strdup(e->reply)) == NULL || rmsg_put_log(&o->msg, &w->key, &l) != 0) {
+  if ((o->reply = strdup(e->reply)) == NULL || rmsg_put_log(&o->msg, &w->key, &l) != 0 ||
+      o->msg.len > w->max_message) {   /* (too big for the server: written here instead) */
     free(o->reply);
     buf_free(&o->msg);
     free(o);
@@ -578,8 +597,10 @@ static int flush_logs(rworker *w) {
   return 0;
 }
 
-/* Results a script call writes at most (the script unpacks their ids). */
+/* Results a script call writes at most (the script unpacks their ids),
+ * and the bytes after which no more are added to it. */
 #define FLUSH_MAX 1000
+#define FLUSH_BYTES (64 * 1024 * 1024)
 
 /* Writes the results waiting in w->done, FLUSH_MAX a call; what cannot be
  * written now stays there for the next round. */
@@ -605,7 +626,11 @@ static void flush_results(rworker *w) {
   for (i = 0; i < 7; i++) lens[i] = strlen(argv[i]);
   while (w->done) {
     int ok;
-    for (e = w->done, n = 0; e && n < FLUSH_MAX; e = e->next_in, n++) {
+    size_t bytes = 0;
+    /* (a bounded request: the server limits a client's query buffer) */
+    for (e = w->done, n = 0; e && n < FLUSH_MAX && (n == 0 || bytes < FLUSH_BYTES);
+         e = e->next_in, n++) {
+      bytes += e->result.len;
       size_t k = 7 + 5 * n;
       snprintf(ttls[n], sizeof ttls[n], "%u", e->ttl ? e->ttl : 3600u);
       argv[k] = e->id;
@@ -621,7 +646,8 @@ static void flush_results(rworker *w) {
     }
     if ((r = rconn_cmd(c, (int)(7 + 5 * n), argv, lens)) == NULL) break;
     ok = r->type != REDIS_REPLY_ERROR;
-    if (!ok) say(w, "cannot store results: %s (will retry)", r->str);
+    if (!ok && !rconn_transient(r))   /* (loading, busy: said by the owner's loop) */
+      say(w, "cannot store results: %s (will retry)", r->str);
     freeReplyObject(r);
     if (!ok) break;
     for (i = 0; i < n; i++) {
@@ -639,6 +665,7 @@ out:
 }
 
 static void queue_result(rworker *w, entry *e) {
+  e->answered = 1;
   e->next_in = NULL;
   if (w->done_tail) w->done_tail->next_in = e; else w->done = e;
   w->done_tail = e;
@@ -735,6 +762,28 @@ static int on_done(lua_State *L) {
   }
   if (rmsg_put_result(&e->result, &w->key, &r) != 0) say(w, "out of memory writing a result");
   free(made);
+  if (e->result.len > w->max_message) {
+    /* Too big for the server (it would break the connection, and the
+     * worker would try again forever): the task fails instead, saying so;
+     * the worker goes on. */
+    char msg[600];
+    size_t len = 0;
+    char *data;
+    snprintf(msg, sizeof msg,
+             "the task's result is %zu bytes, more than the %zu bytes a message to Redis may "
+             "have (%s, on worker %s): return large data another way (a file, or a key of "
+             "your own), or raise the limit",
+             e->result.len, w->max_message, w->limit_why, w->consumer);
+    say(w, "task %s: %s", e->task, msg);
+    buf_free(&e->result);   /* (the message is made again, in its place) */
+    data = wire_record(weft_kind_name(WK_SERIALIZATION), msg, NULL, &len);
+    r.state = data ? FS_FAILED : FS_CANCELLED;
+    r.flags &= ~RMSG_TIMED_OUT;
+    r.outcome.p = data;
+    r.outcome.len = len;
+    if (rmsg_put_result(&e->result, &w->key, &r) != 0) say(w, "out of memory writing a result");
+    free(data);
+  }
   queue_result(w, e);
   return 0;
 }
@@ -892,7 +941,7 @@ int rworker_serve(lua_State *L) {
   size_t secret_len = 0;
   struct sigaction sa, old_term, old_int;
   pthread_t fetcher, beater;
-  int cfd, status = 0, said_ready = 0, said_down = 0;
+  int cfd, status = 0, said_ready = 0, said_down = 0, giving_up = 0;
   luaL_checktype(L, 2, LUA_TTABLE);
   w = lua_newuserdatauv(L, sizeof *w, 0);   /* (freed with the call's stack) */
   memset(w, 0, sizeof *w);
@@ -905,6 +954,8 @@ int rworker_serve(lua_State *L) {
   what = opt_str(L, 2, "what", NULL);
   w->heartbeat = opt_num(L, 2, "heartbeat", 1);
   w->claim_idle = opt_num(L, 2, "claim_idle", 10);
+  w->window = opt_num(L, 2, "reconnect_window", 60);
+  if (!(w->window > 0)) w->window = 60;
   w->slots = local->nworkers;
   w->prefetch = (int)opt_num(L, 2, "prefetch", 0);
   if (url == NULL || rconn_parse_url(url, &w->addr, err, sizeof err) != 0)
@@ -923,11 +974,45 @@ int rworker_serve(lua_State *L) {
     snprintf(w->consumer, sizeof w->consumer, "%s:%d", host, (int)getpid());
   }
   rconn_init(&w->cmd, &w->addr, CMD_TIMEOUT);
-  if (rconn_open(&w->cmd) != 0 && w->cmd.auth_failed)
-    return weft_error(L, WK_CONFIG, "weft worker: %s", w->cmd.err);
+  if (rconn_open(&w->cmd) != 0) {   /* (waited for: its settings are checked first) */
+    if (w->cmd.auth_failed) return weft_error(L, WK_CONFIG, "weft worker: %s", w->cmd.err);
+    say(w, "cannot reach Redis: %s (retrying for up to %g s, --reconnect-window)", w->cmd.err,
+        w->window);
+    if (rconn_ensure(&w->cmd, NULL, weft_now() + w->window) != 0)
+      return weft_error(L, w->cmd.auth_failed ? WK_CONFIG : WK_BROKEN,
+                        "weft worker: Redis at %s was unreachable for %g s, the reconnect "
+                        "window (--reconnect-window): %s", w->where, w->window, w->cmd.err);
+  }
+  {   /* evicted stream keys are lost tasks */
+    char msg[1600];
+    int allow = lua_getfield(L, 2, "allow_eviction") == LUA_TBOOLEAN && lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    switch (rconn_check_eviction(&w->cmd, allow, "--allow-eviction", msg, sizeof msg)) {
+    case -1:
+      rconn_close(&w->cmd);
+      return weft_error(L, WK_CONFIG, "weft worker: %s", msg);
+    case 1:
+      say(w, "warning: %s", msg);
+      break;
+    default:   /* (fine, or lost meanwhile: the threads reconnect) */
+      break;
+    }
+  }
+  {   /* the largest result: --max-message, or the server's limit when smaller */
+    long long bulk = rconn_max_bulk(&w->cmd);
+    double mine = opt_num(L, 2, "max_message", 64.0 * 1024 * 1024);
+    w->max_message = (size_t)mine;
+    snprintf(w->limit_why, sizeof w->limit_why, "--max-message");
+    if (bulk > 0 && (double)bulk < mine) {
+      w->max_message = (size_t)bulk;
+      snprintf(w->limit_why, sizeof w->limit_why, "the server's proto-max-bulk-len");
+    }
+  }
   if ((cfd = home_completion_fd(L)) < 0 ||
-      (w->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) < 0)
+      (w->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) < 0) {
+    rconn_close(&w->cmd);
     return weft_error(L, WK_BROKEN, "weft worker: %s", strerror(errno));
+  }
   pthread_mutex_init(&w->lock, NULL);
   pthread_cond_init(&w->room, NULL);
   pthread_cond_init(&w->tick, NULL);
@@ -952,7 +1037,8 @@ int rworker_serve(lua_State *L) {
     char (*kills)[64];
     size_t nkills;
     int ready;
-    poll(pfd, 2, w->done ? 100 : 1000);
+    double down;
+    poll(pfd, 2, w->done || giving_up ? 100 : 1000);
     if (pfd[0].revents & POLLIN) {
       uint64_t v;
       (void)!read(w->efd, &v, sizeof v);
@@ -983,10 +1069,52 @@ int rworker_serve(lua_State *L) {
     w->nkills = w->capkills = 0;
     ready = w->ready;
     if (w->fetch_err[0] && !said_down) {
-      say(w, "cannot reach Redis: %s (retrying)", w->fetch_err);
+      say(w, "cannot reach Redis: %s (retrying for up to %g s, --reconnect-window)",
+          w->fetch_err, w->window);
       said_down = 1;
+    } else if (!w->fetch_err[0] && said_down && said_ready) {
+      say(w, "Redis at %s serves again", w->where);
+      said_down = 0;
     }
+    down = w->fetch_down > 0 ? weft_now() - w->fetch_down : 0;
+    snprintf(err, sizeof err, "%s", w->fetch_err);
     pthread_mutex_unlock(&w->lock);
+    /* Results waiting that the server will not take count too (the
+     * owner's connection is only used while there are some). */
+    if (w->done && rconn_down_for(&w->cmd) > down) {
+      down = rconn_down_for(&w->cmd);
+      snprintf(err, sizeof err, "%s", w->cmd.err);
+    }
+    if (!giving_up && down >= w->window) {
+      /* The server has been away for the whole window: this worker gives
+       * up.  What it holds stays pending in the stream (another worker
+       * claims it once the server is back); its running tasks are
+       * stopped, and it exits with status 1. */
+      entry *x;
+      future **run;
+      int nrun = 0, k;
+      say(w, "Redis at %s was unreachable for %.1f s, the reconnect window "
+          "(--reconnect-window %g s): %s; giving up: the tasks this worker holds stay in the "
+          "stream for other workers, its running tasks are stopped, it exits with status 1",
+          w->where, down, w->window, err);
+      giving_up = 1;
+      status = 1;
+      pthread_mutex_lock(&w->lock);
+      atomic_store(&w->stopping, 1);
+      pthread_cond_broadcast(&w->room);
+      run = malloc((w->nheld ? (size_t)w->nheld : 1) * sizeof *run);
+      for (x = w->held; run && x; x = x->next)
+        if (x->f && !FS_IS_FINAL(future_state(x->f))) {
+          future_ref(x->f);
+          run[nrun++] = x->f;
+        }
+      pthread_mutex_unlock(&w->lock);
+      for (k = 0; k < nrun; k++) {
+        future_cancel_force(run[k]);
+        future_unref(run[k]);
+      }
+      free(run);
+    }
     if (ready && !said_ready) {
       said_ready = 1;
       said_down = 0;
@@ -997,11 +1125,22 @@ int rworker_serve(lua_State *L) {
     while ((e = in) != NULL) {
       in = e->next_in;
       e->next_in = NULL;
-      take_entry(w, e);
+      if (!giving_up) take_entry(w, e);   /* (else let go with the rest, below) */
     }
     take_kills(w, kills, nkills);
     free(kills);
     home_dispatch(L);
+    if (giving_up) {   /* done once every task stopped has answered */
+      int left = 0;
+      if (!atomic_load(&w->fetching)) {
+        pthread_mutex_lock(&w->lock);
+        for (e = w->held; e; e = e->next)
+          if (e->f && !e->answered) left++;
+        pthread_mutex_unlock(&w->lock);
+        if (left == 0) break;
+      }
+      continue;
+    }
     flush_results(w);
     flush_logs(w);   /* (those of tasks still running) */
     if (atomic_load(&w->stopping) && !atomic_load(&w->fetching)) {
@@ -1013,6 +1152,19 @@ int rworker_serve(lua_State *L) {
     }
   }
   log_set_hook(home_of(L), NULL, NULL);
+  if (giving_up) {   /* what is held is let go: it stays pending in the stream */
+    entry *x;
+    pthread_mutex_lock(&w->lock);
+    w->inbox = w->inbox_tail = NULL;
+    x = w->held;
+    pthread_mutex_unlock(&w->lock);
+    w->done = w->done_tail = NULL;
+    while (x) {
+      entry *next = x->next;
+      release(w, x);
+      x = next;
+    }
+  }
   while (w->logs) {   /* (unsent: the server is gone) */
     outlog *o = w->logs;
     w->logs = o->next;

@@ -10,6 +10,9 @@
 --   server:cmd("XRANGE", key, "-", "+")   -> the parsed reply
 --   server:kill()      kill -9, keeping the directory (and its AOF)
 --   server:restart()   the same directory, socket, port and options again
+--   server:restart { loading = true }   the same, returning as soon as the
+--                      server answers, be it with LOADING (it still reads
+--                      its AOF) or PONG
 --   server:stop()      SIGTERM, wait, remove the directory
 --
 --   local w = R.worker(server.url, { queue = "q", workers = 2, name = "w1",
@@ -26,7 +29,8 @@
 --
 -- Options of R.start: aof (appendonly yes, appendfsync always), password
 -- (requirepass), user + pass (an ACL user with every right; the default
--- user is turned off), port (also listen on a free loopback TCP port).
+-- user is turned off), port (also listen on a free loopback TCP port),
+-- args (more words for the command line, as { "--maxmemory", "10mb" }).
 -- The server listens on a Unix socket in a fresh directory made with
 -- mkdtemp, with `--save ""`.
 --
@@ -341,18 +345,23 @@ local function server_argv(s)
     add("--user", o.user, "on", ">" .. o.pass, "~*", "&*", "+@all")
     add("--user", "default", "off")
   end
+  for _, w in ipairs(o.args or {}) do add(w) end
   return argv
 end
 
--- Runs redis-server once more in s.dir and waits until it answers PING.
--- Returns false when it exited first because its TCP port was taken.
-local function launch(s)
+-- Runs redis-server once more in s.dir and waits until it answers PING
+-- (with PONG; or with LOADING too when `loading`).  Returns false when it
+-- exited first because its TCP port was taken.
+local function launch(s, loading)
   s.runs = s.runs + 1
   os.remove(s.socket)
   s.proc = spawn(server_argv(s), s.dir, "redis-" .. s.runs, s.logfile)
   local ok = R.wait_until("redis-server in " .. s.dir .. " to answer PING", 10, function()
     if s.proc:status() then return "exited" end
     local fine, reply = pcall(Server.cmd, s, "PING")
+    if loading and fine and type(reply) == "table" and tostring(reply.err):find("^LOADING") then
+      return "up"
+    end
     return fine and reply == "PONG" and "up"
   end, function() return s:log() end)
   if ok == "up" then return true end
@@ -417,9 +426,9 @@ end
 
 -- Starts the server again on the same directory, socket, port and options
 -- (stopping it first if it still runs), and waits for PING.
-function Server:restart()
+function Server:restart(opts)
   terminate(self)
-  if not launch(self) then
+  if not launch(self, opts and opts.loading) then
     error(("redis-server: port %d was taken while it was down"):format(self.port), 2)
   end
   self.pid = self.proc.pid
