@@ -209,7 +209,7 @@ static void proc_spawn(procs *ps, proc *pr, double now) {
       buf_put_str(&pr->out, p->init_msg, p->init_msg ? p->init_len : 0) ||
       frame_end(&pr->out, at)) {
     snprintf(pr->why, sizeof pr->why, "could not be started: out of memory");
-    kill(pid, SIGKILL);
+    child_kill_group(pid);
     pr->state = PROC_CLOSING;
   }
   return;
@@ -225,7 +225,7 @@ failed:
  * task it runs. */
 static void proc_kill(proc *pr, const char *why) {
   if (why && !pr->why[0]) snprintf(pr->why, sizeof pr->why, "%s", why);
-  if (atomic_load(&pr->pid) > 0) kill(atomic_load(&pr->pid), SIGKILL);
+  child_kill_group(atomic_load(&pr->pid));   /* it and what its tasks started */
   pr->state = PROC_CLOSING;
   pr->kill_at = 0;
 }
@@ -507,6 +507,8 @@ static void proc_check_exit(procs *ps, proc *pr, double now) {
   int status;
   pid_t pid = atomic_load(&pr->pid), r;
   if (pid <= 0) return;
+  /* However it ended, the programs its tasks started go with it. */
+  child_end_group(pid);
   while ((r = waitpid(pid, &status, WNOHANG)) < 0 && errno == EINTR) {}
   if (r == pid)
     proc_reaped(ps, pr, status, now);

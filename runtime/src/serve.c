@@ -12,7 +12,9 @@
  * and the worker answers STOPPED, rebuilds its state and serves on; with
  * FRAME_STOP_EXIT, or from anybody else, it stops the task and exits.  The
  * worker also exits when its socket closes (the pool shut it down, or the
- * parent died) and dies with its parent (PR_SET_PDEATHSIG).
+ * parent died) and dies with its parent (PR_SET_PDEATHSIG), taking its
+ * process group along.  A stop kills the programs the task started (the
+ * rest of the worker's process group, child.h).
  */
 #include "serve.h"
 
@@ -29,6 +31,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "child.h"
 #include "frame.h"
 #include "future.h"
 #include "log.h"
@@ -68,19 +71,22 @@ static void *watch_sigterm(void *arg) {
   sigemptyset(&term);
   sigaddset(&term, SIGTERM);
   for (;;) {
-    int ours, v;
+    int ours, v, stopping = 0;
     if (sigwaitinfo(&term, &si) != SIGTERM) continue;
     ours = si.si_code == SI_QUEUE && si.si_pid == getppid();
     v = ours ? si.si_value.sival_int : FRAME_STOP_EXIT;
     pthread_mutex_lock(&wk.lock);
     if (!ours || (wk.level && (uint32_t)(v & FRAME_ID_MASK) == (wk.id & FRAME_ID_MASK))) {
-      if (wk.level) stop_fire(wk.level, (v & FRAME_STOP_EXIT) ? WK_CANCELLED : WK_TIMEOUT);
+      if (wk.level) stopping = stop_fire(wk.level, (v & FRAME_STOP_EXIT) ? WK_CANCELLED : WK_TIMEOUT);
       if (v & FRAME_STOP_EXIT) {
         wk.quit = 1;
         pthread_cond_signal(&wk.cond);   /* (an idle main thread) */
       }
     }
     pthread_mutex_unlock(&wk.lock);
+    /* The programs the task started die now: a task waiting for one
+     * (os.execute) returns and unwinds, and none outlives the stop. */
+    if (stopping) child_sweep_group();
   }
   return NULL;
 }
@@ -357,8 +363,7 @@ int serve_pool(int fd, lua_CFunction open_core) {
   queued *q;
   int rc = 0;
   /* Die with the parent; programs a task starts must not inherit fd. */
-  prctl(PR_SET_PDEATHSIG, SIGKILL);
-  if (getppid() == 1) return 1;
+  if (child_die_with_parent() != 0) return 1;
   fcntl(fd, F_SETFD, FD_CLOEXEC);
   wk.fd = r.fd = fd;
   wk.sh = mmap(NULL, sizeof *wk.sh, PROT_READ | PROT_WRITE, MAP_SHARED, FRAME_SHARED_FD, 0);
@@ -387,6 +392,7 @@ int serve_pool(int fd, lua_CFunction open_core) {
     pthread_mutex_unlock(&wk.lock);
     if (quit) break;
     if (stopped) {   /* the stopped code may have left anything half done */
+      child_sweep_group();   /* (started after the watcher's sweep) */
       lua_close(L);
       free(broken.data);
       L = run_state_new(h.path, h.cpath, h.init, h.init_len, 0, open_core, &broken);
