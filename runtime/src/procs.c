@@ -16,7 +16,8 @@
  * tasks then flow in batches; long ones go one at a time, so one slow task
  * does not hold others back while a worker idles.  The oldest unanswered
  * task of a worker is the one it runs: its deadline counts from when the
- * task before it was answered.  A task that turns out long would still
+ * worker claimed it (frame_shared.began), whatever the worker did before
+ * (init, rebuilding its state after a stop).  A task that turns out long would still
  * hold back the ones queued behind it while another worker idles: when a
  * worker is idle, the queue is empty and another worker's running task has
  * taken longer than PIPE_BUDGET, the supervisor RECALLs that worker's
@@ -467,7 +468,9 @@ static void proc_reaped(procs *ps, proc *pr, int status, double now) {
   /* The oldest was running; or the worker sent garbage, and then the
    * task is failed whatever its claim says (not handed on forever). */
   if (pr->nsent > 0 && (claim_state(pr, 0) == CLAIM_STARTED || pr->bad)) {
-    task *t = shift_task(pr);
+    task *t;
+    if (claim_state(pr, 0) == CLAIM_STARTED) note_began(head_task(pr)->f, claim_of(pr, head_id(pr)), head_id(pr));
+    t = shift_task(pr);
     if (pr->stop)
       attempt_end(ps, pr, t, &(run_outcome){FS_FAILED, NULL, 0}, pr->stop);
     else
@@ -731,15 +734,26 @@ static double tend(procs *ps, double now) {
     if (pr->nsent) idle = 0;
     if (pr->out.len > pr->out_off) proc_flush(pr);
     if (t && pr->ready && !pr->stop && t->timeout >= 0 && pr->state != PROC_CLOSING) {
-      double deadline = pr->head_since + t->timeout;
-      if (now >= deadline && claim_state(pr, 0) != CLAIM_STARTED) {
-        /* not picked up yet (or skipped): look again soon */
-        next = fmin(next, now + 1e-3);
-      } else if (now >= deadline) {
-        if (t->attempt > t->retries) pool_settle_timeout(p, t->f, t->timeout);
-        proc_stop(ps, pr, WK_TIMEOUT, now);
+      /* A deadline counts from when the worker claimed the task (began[],
+       * written before the claim): not from when the previous answer came,
+       * or a worker rebuilding its state (or running init) after a stop
+       * would spend the next task's budget. */
+      uint32_t id = head_id(pr);
+      if (claim_state(pr, 0) != CLAIM_STARTED) {
+        /* not picked up yet (or skipped): its time has not begun.  It
+         * cannot end before head_since + timeout; look again then, and
+         * soon after, until it starts. */
+        next = fmin(next, fmax(now + 1e-3, pr->head_since + t->timeout));
       } else {
-        next = fmin(next, deadline);
+        double deadline = atomic_load(&pr->sh->began[id % FRAME_PIPE_MAX]) + t->timeout;
+        if (now >= deadline) {
+          /* (info().started is there once the future has failed) */
+          note_began(t->f, claim_of(pr, id), id);
+          if (t->attempt > t->retries) pool_settle_timeout(p, t->f, t->timeout);
+          proc_stop(ps, pr, WK_TIMEOUT, now);
+        } else {
+          next = fmin(next, deadline);
+        }
       }
     }
     if (pr->retiring && pr->nsent == 0 && pr->state == PROC_READY) proc_close(pr, now);
