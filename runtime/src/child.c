@@ -384,9 +384,11 @@ int child_call(lua_State *L, double seconds, const char *what) {
   buf_put_str(&req, cpath, clen);
   put_u64(&req, e.out.len);
   if (buf_put(&req, e.out.data, e.out.len)) {
+    size_t need = e.out.len;
     wire_enc_free(&e);
     buf_free(&req);
-    return luaL_error(L, "weft: out of memory");
+    return weft_error(L, WK_MEMORY, "%s: out of memory for the call's message (%zu bytes)", what,
+                      need);
   }
   wire_enc_free(&e);
   lua_pop(L, 3);

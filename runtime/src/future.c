@@ -45,7 +45,8 @@ static const char FUTURE_MT_KEY = 'f';  /* registry: the future metatable */
 
 static const char *const kind_names[WK_COUNT] = {
     "none", "task", "timeout", "cancelled", "dependency", "shutdown",
-    "broken", "worker_died", "invalid_state", "serialization", "config"};
+    "broken", "worker_died", "invalid_state", "serialization", "config",
+    "memory"};
 
 const char *weft_kind_name(weft_kind k) {
   return (unsigned)k < WK_COUNT ? kind_names[k] : "unknown";

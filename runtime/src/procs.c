@@ -367,7 +367,8 @@ static int proc_frame(procs *ps, proc *pr, int type, const unsigned char *body, 
     out.state = state;
     out.len = (size_t)(fr.end - fr.p);
     if (out.len && (out.data = malloc(out.len)) == NULL) {
-      attempt_fail(ps, pr, t, "task", "out of memory for the task's results");
+      attempt_fail(ps, pr, t, "memory", "out of memory in the pool's process: no room for the "
+                   "task's results (%zu bytes)", out.len);
       return 0;
     }
     if (out.len) memcpy(out.data, fr.p, out.len);

@@ -345,7 +345,8 @@ static int run_task(lua_State *L, const queued *q, const run_outcome *broken, in
     return send_answer(FRAME_STOPPED, q->id, 0, NULL, 0);
   }
   if (out.data == NULL && out.state == FS_FAILED)   /* not even a record (no memory) */
-    out.data = wire_record("task", "the worker ran out of memory", NULL, &out.len);
+    out.data = wire_record("memory", "out of memory in the worker process: the task's outcome "
+                           "could not be recorded", NULL, &out.len);
   rc = send_answer(FRAME_DONE, q->id, out.state, out.data, out.len);
   free(out.data);
   return rc;
