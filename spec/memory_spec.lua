@@ -119,6 +119,29 @@ describe("out of memory", function()
     end)
   end
 
+  for _, kind in ipairs { "threads", "processes" } do
+    it_limited("raised again (coroutine.wrap, pcall then error) is still kind memory in weft." .. kind, function()
+      local lines, out = under_limit(([[
+        local ex = weft.%s { workers = 1 }
+        say(outcome(function() return ex:submit(function()
+          return coroutine.wrap(function() return #string.rep("x", 1 << 30) end)()
+        end):result() end))
+        say(outcome(function() return ex:submit(function()
+          local ok, e = pcall(string.rep, "x", 1 << 30)
+          error(e)
+        end):result() end))
+        say(outcome(function() return ex:submit(function()
+          error("a message that merely ends in: not enough memory!")
+        end):result() end))
+        ex:shutdown()
+      ]]):format(kind))
+      assert.equal(3, #lines, out)
+      expect_memory(lines[1], "while the task ran", out)
+      expect_memory(lines[2], "while the task ran", out)
+      assert.equal("task", lines[3][1], out)
+    end)
+  end
+
   it_limited("in weft.timeout.process fails the call with kind memory", function()
     local lines, out = under_limit([[
       say(outcome(weft.timeout.process, 60, hog))

@@ -11,6 +11,20 @@
 #include "stop.h"
 #include "wire.h"
 
+/* The message of Lua's memory errors (lstate.c). */
+#define MEMERRMSG "not enough memory"
+
+/* Is the value at idx Lua's memory error message ("not enough memory",
+ * or "where: not enough memory")? */
+static int is_memory_message(lua_State *L, int idx) {
+  size_t len, n = sizeof MEMERRMSG - 1;
+  const char *s;
+  if (lua_type(L, idx) != LUA_TSTRING) return 0;
+  s = lua_tolstring(L, idx, &len);
+  return len >= n && strcmp(s + len - n, MEMERRMSG) == 0 &&
+         (len == n || (len > n + 2 && s[len - n - 2] == ':' && s[len - n - 1] == ' '));
+}
+
 /* The message handler: turns any error value into a record table
  * {message, traceback, value} while the failing stack still exists. */
 static int run_msgh(lua_State *L) {
@@ -31,6 +45,17 @@ static int run_msgh(lua_State *L) {
     lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
   }
   msg = lua_tostring(L, -1);
+  /* Lua's own memory error, raised again as a plain error on its way out
+   * (coroutine.wrap, a C function's pcall, maybe with a position put in
+   * front): still a memory error. */
+  if (is_memory_message(L, 1)) {
+    lua_pushliteral(L, "memory");
+    lua_setfield(L, -3, "kind");
+    lua_pushfstring(L, "out of memory while the task ran (an allocation failed: %s)",
+                    lua_tostring(L, 1));
+    lua_replace(L, -2);
+    msg = lua_tostring(L, -1);
+  }
   /* A nil global in a worker is almost always a global of the submitting
    * script, which workers do not see. */
   if (msg && strstr(msg, "(global '") && strstr(msg, "nil value")) {
@@ -74,8 +99,13 @@ static void encode_record(lua_State *L, const char *kind, const char *name,
     lua_insert(L, rec);
     lua_setfield(L, rec, "message");
   }
-  lua_pushstring(L, kind);
-  lua_setfield(L, rec, "kind");
+  if (lua_getfield(L, rec, "kind") == LUA_TSTRING && strcmp(kind, "task") == 0) {
+    lua_pop(L, 1);   /* the handler's (a memory error) */
+  } else {
+    lua_pop(L, 1);
+    lua_pushstring(L, kind);
+    lua_setfield(L, rec, "kind");
+  }
   if (name) {
     lua_pushstring(L, name);
     lua_setfield(L, rec, "task");
@@ -250,8 +280,11 @@ static void run_chunk(lua_State *L, wire_dec *d, run_args *a) {
   item_failed:
     {
       int rec = lua_gettop(L);
-      lua_pushstring(L, kind);
-      lua_setfield(L, rec, "kind");
+      if (lua_getfield(L, rec, "kind") != LUA_TSTRING) {   /* (the handler's, if it set one) */
+        lua_pushstring(L, kind);
+        lua_setfield(L, rec, "kind");
+      }
+      lua_pop(L, 1);
       if (a->name) {
         lua_pushstring(L, a->name);
         lua_setfield(L, rec, "task");
