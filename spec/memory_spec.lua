@@ -20,9 +20,9 @@ local it_limited = os.getenv("WEFT_SANITIZER") and function(name)
           " build cannot run under ulimit -v)")
 end or it
 
--- Runs `body` in a child lua5.4 under the memory limit; `body` prints lines
--- with say(...).  Returns the lines.
-local function under_limit(body)
+-- Runs `body` in a child lua5.4 under the memory limit (limit_kb, default
+-- LIMIT_KB); `body` prints lines with say(...).  Returns the lines.
+local function under_limit(body, limit_kb)
   local script = util.tmpname() .. ".lua"
   local outfile = util.tmpname()
   local f = assert(io.open(script, "w"))
@@ -45,15 +45,16 @@ local function under_limit(body)
       return "raw", tostring(err)
     end
     local function hog() return #string.rep("x", 1 << 30) end
-    local function big_result()
+    local function big_result(pieces)
       local t = {}
-      for i = 1, 150 do t[i] = string.rep("y", 2 << 20) .. i end
+      for i = 1, pieces or 150 do t[i] = string.rep("y", 2 << 20) .. i end
       return t
     end
   ]])
   f:write(body)
   f:close()
-  local ok = os.execute(("ulimit -v %d && lua5.4 %s > %s 2>&1"):format(LIMIT_KB, script, outfile))
+  local ok = os.execute(("ulimit -v %d && lua5.4 %s > %s 2>&1"):format(limit_kb or LIMIT_KB,
+                                                                       script, outfile))
   local out = util.read(outfile) or ""
   assert(ok, "the child failed:\n" .. out)
   local lines = {}
@@ -141,6 +142,27 @@ describe("out of memory", function()
       expect_memory(lines[1], "while the task ran", out)
       expect_memory(lines[2], "while the task ran", out)
       assert.equal("task", lines[3][1], out)
+    end)
+  end
+
+  for _, kind in ipairs { "threads", "processes" } do
+    it_limited("copying a weft." .. kind .. " task's results into the caller fails with kind memory", function()
+      -- 150 MB of results: the worker has room to make and send them
+      -- (about 450 MB at most), the caller not to keep them as they came
+      -- and copy them into its state as well (a 256 MB buffer, 150 MB
+      -- kept, 150 MB copied).  The caller's state is fine after it.
+      local lines, out = under_limit(([[
+        local ex = weft.%s { workers = 1 }
+        local f = ex:submit(big_result, 75)
+        say(outcome(function() return #f:result() end))
+        say(outcome(function() return #f:result() end))   -- (again: nothing half-cached)
+        say(outcome(function() return ex:submit(function() return "serves on" end):result() end))
+        ex:shutdown()
+      ]]):format(kind), 560 * 1024)
+      assert.equal(3, #lines, out)
+      expect_memory(lines[1], "copied into this state", out)
+      expect_memory(lines[2], "copied into this state", out)
+      assert.same({ "ok", "serves on" }, lines[3], out)
     end)
   end
 

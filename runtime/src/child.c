@@ -387,8 +387,8 @@ int child_call(lua_State *L, double seconds, const char *what) {
     size_t need = e.out.len;
     wire_enc_free(&e);
     buf_free(&req);
-    return weft_error(L, WK_MEMORY, "%s: out of memory for the call's message (%zu bytes)", what,
-                      need);
+    return weft_error(L, WK_MEMORY, "%s: out of memory for the call's message (%I bytes)", what,
+                      (lua_Integer)need);
   }
   wire_enc_free(&e);
   lua_pop(L, 3);

@@ -70,6 +70,7 @@ typedef struct proc {
   int retiring;               /* max_tasks reached: closed once idle */
   int exiting;                /* it said STOPPED and exits: runs nothing more */
   int recalling;              /* RECALL sent, RECALLED not yet back */
+  int oom;                    /* killed: no memory here to read what it sent */
   buf in, out;                /* bytes read and not parsed; to send */
   size_t in_off, out_off;
   task *sent[FRAME_PIPE_MAX];       /* tasks sent, oldest first, a ring */
@@ -196,7 +197,7 @@ static void proc_spawn(procs *ps, proc *pr, double now) {
   atomic_store(&pr->pid, pid);
   atomic_store(&pr->sh->pid, pid);
   pr->state = PROC_STARTING;
-  pr->ready = pr->eof = pr->bad = pr->retiring = pr->exiting = pr->recalling = 0;
+  pr->ready = pr->eof = pr->bad = pr->retiring = pr->exiting = pr->recalling = pr->oom = 0;
   pr->stop = 0;
   pr->served = pr->answered = 0;
   pr->why[0] = '\0';
@@ -395,6 +396,7 @@ static void proc_read(procs *ps, proc *pr, double now, int drain) {
     if (pr->eof || pr->bad) return;
     if (buf_reserve(&pr->in, 65536)) {
       proc_kill(pr, "could not be read from: out of memory");
+      pr->oom = 1;
       return;
     }
     n = recv(pr->fd, pr->in.data + pr->in.len, pr->in.cap - pr->in.len, MSG_DONTWAIT);
@@ -474,6 +476,9 @@ static void proc_reaped(procs *ps, proc *pr, int status, double now) {
     t = shift_task(pr);
     if (pr->stop)
       attempt_end(ps, pr, t, &(run_outcome){FS_FAILED, NULL, 0}, pr->stop);
+    else if (pr->oom)   /* (its task's fault or not, memory is what failed) */
+      attempt_fail(ps, pr, t, "memory", "out of memory in the pool's process: what worker "
+                   "process %d sent could not be read, so it was killed", pid);
     else
       attempt_fail(ps, pr, t, "worker_died", "the worker process %d %s while running this task%s%s",
                    pid, how, pr->why[0] ? ": it " : "", pr->why);
