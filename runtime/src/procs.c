@@ -17,12 +17,12 @@
  * does not hold others back while a worker idles.  The oldest unanswered
  * task of a worker is the one it runs: its deadline counts from when the
  * worker claimed it (frame_shared.began), whatever the worker did before
- * (init, rebuilding its state after a stop).  A task that turns out long would still
- * hold back the ones queued behind it while another worker idles: when a
- * worker is idle, the queue is empty and another worker's running task has
- * taken longer than PIPE_BUDGET, the supervisor RECALLs that worker's
- * queued tasks (its reader thread gives them back while the task runs) and
- * hands them to the idle ones.
+ * (init, rebuilding its state after a stop).  A task that turns out long
+ * would still hold back the ones queued behind it while another worker
+ * idles: when a worker is idle, the queue is empty and another worker's
+ * running task has taken longer than PIPE_BUDGET, the supervisor RECALLs
+ * that worker's queued tasks (its reader thread gives them back while the
+ * task runs) and hands them to the idle ones.
  */
 #include "procs.h"
 
@@ -472,7 +472,8 @@ static void proc_reaped(procs *ps, proc *pr, int status, double now) {
    * task is failed whatever its claim says (not handed on forever). */
   if (pr->nsent > 0 && (claim_state(pr, 0) == CLAIM_STARTED || pr->bad)) {
     task *t;
-    if (claim_state(pr, 0) == CLAIM_STARTED) note_began(head_task(pr)->f, claim_of(pr, head_id(pr)), head_id(pr));
+    if (claim_state(pr, 0) == CLAIM_STARTED)   /* (info().started, as for any task that ran) */
+      note_began(head_task(pr)->f, claim_of(pr, head_id(pr)), head_id(pr));
     t = shift_task(pr);
     if (pr->stop)
       attempt_end(ps, pr, t, &(run_outcome){FS_FAILED, NULL, 0}, pr->stop);

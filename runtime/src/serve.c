@@ -77,7 +77,8 @@ static void *watch_sigterm(void *arg) {
     v = ours ? si.si_value.sival_int : FRAME_STOP_EXIT;
     pthread_mutex_lock(&wk.lock);
     if (!ours || (wk.level && (uint32_t)(v & FRAME_ID_MASK) == (wk.id & FRAME_ID_MASK))) {
-      if (wk.level) stopping = stop_fire(wk.level, (v & FRAME_STOP_EXIT) ? WK_CANCELLED : WK_TIMEOUT);
+      if (wk.level)
+        stopping = stop_fire(wk.level, (v & FRAME_STOP_EXIT) ? WK_CANCELLED : WK_TIMEOUT);
       if (v & FRAME_STOP_EXIT) {
         wk.quit = 1;
         pthread_cond_signal(&wk.cond);   /* (an idle main thread) */
