@@ -749,8 +749,12 @@ static double tend(procs *ps, double now) {
       if (claim_state(pr, 0) != CLAIM_STARTED) {
         /* not picked up yet (or skipped): its time has not begun.  It
          * cannot end before head_since + timeout; look again then, and
-         * soon after, until it starts. */
-        next = fmin(next, fmax(now + 1e-3, pr->head_since + t->timeout));
+         * every quarter of its timeout after (1 to 50 ms), until it
+         * starts: seen that soon, its deadline is still kept (a worker
+         * running init for seconds is not polled a thousand times a
+         * second). */
+        double poll = fmin(fmax(t->timeout / 4, 1e-3), 0.05);
+        next = fmin(next, fmax(now + poll, pr->head_since + t->timeout));
       } else {
         double deadline = atomic_load(&pr->sh->began[id % FRAME_PIPE_MAX]) + t->timeout;
         if (now >= deadline) {
