@@ -2,7 +2,8 @@
 -- programs (background and foreground `sleep`s), time out, call os.exit(n),
 -- get cancelled with force or have their worker killed, while random
 -- workers are SIGKILLed under load and workers are recycled.  Afterwards:
--- every future ended the way its task earned, none was lost, and no
+-- every future ended the way its task earned (and has info().started if
+-- its task ran), none was lost, and no
 -- process is left (no child of ours, and none of the tagged sleeps the
 -- tasks started, wherever they were reparented).
 --
@@ -322,12 +323,21 @@ local function run(ex, n, tally)
       end
     end
     stop_specials(ex, fs, fates, special, tally)
+    local special_set = {}
+    for _, j in ipairs(special) do special_set[j] = true end
     local _, not_done = weft.wait(fs, { timeout = 120 })
     tally.lost = tally.lost + #not_done
     for j = 1, m do
       local f, fate, i = fs[j], fates[j], base + j
       local pid = f:done() and worker_of(f)
       if pid then ready[pid] = true end
+      -- Every task that ran has info().started, however it ended (those
+      -- that keep times: weft.task ones, with info().submitted).
+      local info = f:info()
+      if f:done() and (f:state() ~= "cancelled" or special_set[j]) and info.submitted then
+        tally.timed = tally.timed + 1
+        if not info.started then tally.no_started = tally.no_started + 1 end
+      end
       local key = fate == "cancel" and not cancelled[j] and "cancel-late" or fate
       local t = tally.fates[key] or { good = 0, bad = 0 }
       tally.fates[key] = t
@@ -357,7 +367,7 @@ end
 math.randomseed(opts.seed)
 local t0 = core.now()
 local tally = { fates = {}, lost = 0, stuck = 0, nokill = 0, refused = 0, collateral = 0,
-                random_kills = 0, spawned = 0 }
+                random_kills = 0, spawned = 0, no_started = 0, timed = 0 }
 local ex = weft.processes { workers = opts.workers, name = "chaos", kill_grace = 0.2,
                             max_tasks_per_worker = 500 }
 run(ex, opts.tasks, tally)
@@ -385,6 +395,9 @@ check(tally.collateral <= tally.random_kills,
 check(tally.lost == 0 and tally.stuck == 0 and tally.nokill == 0 and tally.refused == 0,
       "no future lost (%d not done in time), none stuck before it ran (%d), no kill missed (%d), "
       .. "no forced cancel refused (%d)", tally.lost, tally.stuck, tally.nokill, tally.refused)
+check(tally.no_started == 0 and tally.timed > 0,
+      "every weft.task that ran (timeouts, kills) has info().started: %d of %d",
+      tally.timed - tally.no_started, tally.timed)
 check(stats.completed + stats.failed + stats.cancelled == opts.tasks,
       "stats count every task once: %d completed + %d failed + %d cancelled = %d",
       stats.completed, stats.failed, stats.cancelled, opts.tasks)
