@@ -137,6 +137,7 @@ check-fuzz: bootstrap all fuzz-build
 # make test) runs a shortened form.
 stress: bootstrap all
 	$(LUA_ENV) lua5.4 spec/stress/soak.lua
+	$(LUA_ENV) lua5.4 spec/stress/chaos.lua
 
 check-stress: bootstrap all
 	@scripts/check/stress

@@ -126,6 +126,26 @@ describe("weft.timeout.process", function()
     assert.is_false(util.exists(path))   -- the child was reaped before the raise
   end)
 
+  it("kills what the child started at the deadline (its process group)", function()
+    local pidfile = util.tmpname()
+    expect_error("timeout", weft.timeout.process, 2, function(pf)
+      os.execute("sleep 300 & echo $! > " .. pf .. ".tmp; mv " .. pf .. ".tmp " .. pf)
+      while true do end
+    end, pidfile)
+    local pid = tonumber(util.read(pidfile))
+    assert.is_number(pid, "the child never started its program")
+    -- (gone, or a zombie reparented to init: either way not running)
+    local give_up = os.time() + 10
+    local function running()
+      local stat = util.read("/proc/" .. pid .. "/stat")
+      return stat ~= nil and stat:match(".*%) (%a)") ~= "Z"
+    end
+    while running() do
+      assert(os.time() < give_up, "the child's program " .. pid .. " outlived it")
+      weft.sleep(0.01)
+    end
+  end)
+
   it("gives a function that raises its own error", function()
     local ok, err = pcall(weft.timeout.process, 10, function() error({ code = 7 }) end)
     assert.is_false(ok)

@@ -3,6 +3,8 @@
  */
 #include "child.h"
 
+#include <ctype.h>
+#include <dirent.h>
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -170,8 +172,99 @@ int child_spawn(const char *path, const char *mode, int fd, int shared_fd, pid_t
   return rc;
 }
 
+/* === process groups ====================================================== */
+
+void child_kill_group(pid_t pid) {
+  /* The group's id is the worker's pid (child_spawn); a worker that left
+   * its group (a foreign worker program) is still killed itself. */
+  if (pid <= 0) return;
+  if (kill(-pid, SIGKILL) != 0) kill(pid, SIGKILL);
+}
+
+void child_end_group(pid_t pid) {
+  siginfo_t si;
+  int r;
+  if (pid <= 0) return;
+  si.si_pid = 0;
+  while ((r = waitid(P_PID, (id_t)pid, &si, WEXITED | WNOWAIT | WNOHANG)) < 0 && errno == EINTR) {}
+  /* Only while it is a zombie: its pid cannot be reused, so the group
+   * named after it is still its own. */
+  if (r == 0 && si.si_pid == pid) kill(-pid, SIGKILL);
+}
+
+/* The process group of process `pid` from /proc/pid/stat ("pid (comm) S
+ * ppid pgrp ..."; comm may hold anything, so after its last ')'); -1 when
+ * it is gone or a zombie (nothing left to kill). */
+static pid_t group_of(pid_t pid) {
+  char path[64], text[512], state;
+  const char *close_paren;
+  long ppid, pgrp;
+  ssize_t n;
+  int fd;
+  snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+  if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0) return -1;
+  n = read(fd, text, sizeof text - 1);
+  close(fd);
+  if (n <= 0) return -1;
+  text[n] = '\0';
+  if ((close_paren = strrchr(text, ')')) == NULL ||
+      sscanf(close_paren + 1, " %c %ld %ld", &state, &ppid, &pgrp) != 3 || state == 'Z')
+    return -1;
+  return (pid_t)pgrp;
+}
+
+int child_sweep_group(void) {
+  pid_t me = getpid();
+  int killed = 0, round;
+  if (getpgrp() != me) return 0;   /* not a group of our own: nothing is ours alone */
+  /* Rounds: a member may be forking while we look; its child joins the
+   * group, so a round that finds nobody is the last. */
+  for (round = 0; round < 16; round++) {
+    DIR *d = opendir("/proc");
+    struct dirent *e;
+    int found = 0;
+    if (d == NULL) break;
+    while ((e = readdir(d)) != NULL) {
+      pid_t pid;
+      if (!isdigit((unsigned char)e->d_name[0])) continue;
+      pid = (pid_t)strtol(e->d_name, NULL, 10);
+      if (pid != me && group_of(pid) == me && kill(pid, SIGKILL) == 0) found++;
+    }
+    closedir(d);
+    killed += found;
+    if (found == 0) break;
+  }
+  return killed;
+}
+
+/* The parent died (PR_SET_PDEATHSIG): whatever the worker started goes
+ * with it (kill is async-signal-safe; SIGKILL ends us too). */
+static void on_parent_death(int sig) {
+  (void)sig;
+  if (getpgrp() == getpid()) kill(0, SIGKILL);
+  _exit(1);
+}
+
+int child_die_with_parent(void) {
+  struct sigaction sa;
+  pid_t parent = getppid();
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = on_parent_death;
+  sigemptyset(&sa.sa_mask);
+  if (sigaction(CHILD_DEATH_SIGNAL, &sa, NULL) != 0 ||
+      prctl(PR_SET_PDEATHSIG, CHILD_DEATH_SIGNAL) != 0) {
+    prctl(PR_SET_PDEATHSIG, SIGKILL);   /* at least the worker itself */
+  }
+  /* Gone before the prctl: no signal will come. */
+  return parent == 1 || getppid() != parent ? -1 : 0;
+}
+
 static void reap(pid_t pid, int *status, int kill_it) {
-  if (kill_it) kill(pid, SIGKILL);
+  siginfo_t si;
+  if (kill_it) child_kill_group(pid);
+  /* Exited (a zombie until we reap it): what it started goes too. */
+  while (waitid(P_PID, (id_t)pid, &si, WEXITED | WNOWAIT) < 0 && errno == EINTR) {}
+  child_end_group(pid);
   while (waitpid(pid, status, 0) < 0 && errno == EINTR) {}
 }
 
@@ -291,9 +384,11 @@ int child_call(lua_State *L, double seconds, const char *what) {
   buf_put_str(&req, cpath, clen);
   put_u64(&req, e.out.len);
   if (buf_put(&req, e.out.data, e.out.len)) {
+    size_t need = e.out.len;
     wire_enc_free(&e);
     buf_free(&req);
-    return luaL_error(L, "weft: out of memory");
+    return weft_error(L, WK_MEMORY, "%s: out of memory for the call's message (%I bytes)", what,
+                      (lua_Integer)need);
   }
   wire_enc_free(&e);
   lua_pop(L, 3);
@@ -378,8 +473,7 @@ int child_serve_oneshot(int fd, int (*open_core)(lua_State *L)) {
   run_outcome out;
   lua_State *L;
   /* Die with the parent; programs this task starts must not keep fd open. */
-  prctl(PR_SET_PDEATHSIG, SIGKILL);
-  if (getppid() == 1) return 1;
+  if (child_die_with_parent() != 0) return 1;
   fcntl(fd, F_SETFD, FD_CLOEXEC);
   if (read_all(fd, &in) != 0) return 1;
   p = (const unsigned char *)in.data;

@@ -10,11 +10,20 @@
  *   child -> parent   state:u8 outcome:u64-string     (then it exits)
  *
  * At the deadline the child is killed with SIGKILL and reaped.
+ *
+ * Process groups.  Every worker process (this child, a pool's workers)
+ * leads its own process group, which the programs its tasks start
+ * (os.execute, io.popen) join.  Whoever kills a worker kills its group,
+ * and when a worker ends its group is killed too (before the worker is
+ * reaped, while its pid, the group's id, cannot be reused): nothing a
+ * task started outlives its worker.  A worker whose parent dies kills
+ * its group (CHILD_DEATH_SIGNAL, the PR_SET_PDEATHSIG it asks for).
  */
 #ifndef WEFT_CHILD_H
 #define WEFT_CHILD_H
 
 #include <lua.h>
+#include <signal.h>
 #include <stddef.h>
 #include <sys/types.h>
 
@@ -34,6 +43,24 @@ void child_set_worker_path(const char *path);
  * fd 3, shared_fd (if >= 0) as its fd 4 and stdin on /dev/null, in its own
  * process group, with default signal handling.  Returns 0 or an errno. */
 int child_spawn(const char *path, const char *mode, int fd, int shared_fd, pid_t *pid);
+
+/* SIGKILL to the process group that worker `pid` leads (to pid alone if
+ * it leads none). */
+void child_kill_group(pid_t pid);
+
+/* If worker `pid` has exited and is not reaped yet, SIGKILL to what is
+ * left of its group; else nothing. */
+void child_end_group(pid_t pid);
+
+/* In a worker: SIGKILL to every other process of the group it leads (what
+ * its tasks started); returns how many.  For a task stopped while the
+ * worker serves on. */
+int child_sweep_group(void);
+
+/* In a worker, first thing: on the parent's death, kill our group and
+ * exit.  -1 if the parent is already gone. */
+#define CHILD_DEATH_SIGNAL SIGHUP
+int child_die_with_parent(void);
 
 /* "was killed by signal 9 (SIGKILL)", "exited with status 3"... */
 void child_describe_exit(char *out, size_t size, int status);

@@ -1159,16 +1159,38 @@ static void pack_values(lua_State *L, int n) {
   lua_settop(L, first);
 }
 
+/* decode_results(f) -> the results of finished f (for lua_pcall). */
+static int decode_results(lua_State *L) {
+  future *f = lua_touserdata(L, 1);
+  int n;
+  lua_settop(L, 0);
+  n = f->data ? wire_decode_tuple(L, f->data, f->len, 0, 0) : 0;
+  if (n < 0)
+    weft_error(L, WK_SERIALIZATION, "cannot decode the results: %s", lua_tostring(L, -1));
+  return n;
+}
+
+/* Pushes the results of finished f; returns how many.  Out of memory
+ * while copying them here is kind memory, like in a worker. */
+static int push_results(lua_State *L, future *f) {
+  int top = lua_gettop(L), rc;
+  lua_pushcfunction(L, decode_results);
+  lua_pushlightuserdata(L, f);
+  rc = lua_pcall(L, 1, LUA_MULTRET, 0);
+  if (rc == LUA_ERRMEM)   /* (the partial copy is garbage now: room for the error) */
+    weft_error(L, WK_MEMORY, "out of memory while the task's results (%I bytes) were "
+               "copied into this state", (lua_Integer)f->len);
+  if (rc != LUA_OK) lua_error(L);
+  return lua_gettop(L) - top;
+}
+
 /* Pushes the cached outcome (uservalue 1), building it on first use: the
  * packed results, or the error object. */
 static void push_outcome(lua_State *L, int ud, future *f) {
   if (lua_getiuservalue(L, ud, 1) != LUA_TNIL) return;
   lua_pop(L, 1);
   if (future_state(f) == FS_FINISHED) {
-    int n = f->data ? wire_decode_tuple(L, f->data, f->len, 0, 0) : 0;
-    if (n < 0)
-      weft_error(L, WK_SERIALIZATION, "cannot decode the results: %s", lua_tostring(L, -1));
-    pack_values(L, n);
+    pack_values(L, push_results(L, f));
   } else {
     future_push_error(L, f);
   }
@@ -1207,10 +1229,7 @@ static int f_result(lua_State *L) {
      * so that every call returns the same objects; plain values are not
      * (decoding them again is cheaper than a cache table). */
     lua_pop(L, 1);
-    n = wire_decode_tuple(L, f->data, f->len, 0, 0);
-    if (n < 0)
-      return weft_error(L, WK_SERIALIZATION, "cannot decode the results: %s",
-                        lua_tostring(L, -1));
+    n = push_results(L, f);
     for (i = 2; i <= n + 1; i++) {
       int t = lua_type(L, i);
       if (t == LUA_TTABLE || t == LUA_TFUNCTION) {

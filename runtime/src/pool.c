@@ -734,7 +734,7 @@ static void run_task(lua_State *L, task *t, run_outcome *out) {
   wire_dep small[8], *deps = small;
   size_t i;
   if (t->ndeps > 8 && (deps = malloc(t->ndeps * sizeof *deps)) == NULL) {
-    run_error_record(L, WK_TASK, "out of memory", NULL, 0, out);
+    run_error_record(L, WK_MEMORY, "out of memory for the task's dependencies", NULL, 0, out);
     return;
   }
   for (i = 0; i < t->ndeps; i++) deps[i] = task_dep(t, i);
@@ -825,7 +825,9 @@ static void *worker_main(void *arg) {
     done = NULL;
     if (L == NULL) {   /* no memory for a Lua state: fail, don't hang */
       run_outcome out = {FS_FAILED, NULL, 0};
-      if (pool_attempt_start(w, t)) pool_finish(p, w, t, &out);
+      out.data = wire_record("memory", "out of memory: no room for the worker's Lua state",
+                             future_name(t->f), &out.len);
+      if (pool_attempt_start(w, t)) pool_finish(p, w, t, &out); else free(out.data);
       task_clear(t);
       done = t;
       L = worker_state_new(p, &broken);

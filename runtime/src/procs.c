@@ -16,12 +16,13 @@
  * tasks then flow in batches; long ones go one at a time, so one slow task
  * does not hold others back while a worker idles.  The oldest unanswered
  * task of a worker is the one it runs: its deadline counts from when the
- * task before it was answered.  A task that turns out long would still
- * hold back the ones queued behind it while another worker idles: when a
- * worker is idle, the queue is empty and another worker's running task has
- * taken longer than PIPE_BUDGET, the supervisor RECALLs that worker's
- * queued tasks (its reader thread gives them back while the task runs) and
- * hands them to the idle ones.
+ * worker claimed it (frame_shared.began), whatever the worker did before
+ * (init, rebuilding its state after a stop).  A task that turns out long
+ * would still hold back the ones queued behind it while another worker
+ * idles: when a worker is idle, the queue is empty and another worker's
+ * running task has taken longer than PIPE_BUDGET, the supervisor RECALLs
+ * that worker's queued tasks (its reader thread gives them back while the
+ * task runs) and hands them to the idle ones.
  */
 #include "procs.h"
 
@@ -69,6 +70,7 @@ typedef struct proc {
   int retiring;               /* max_tasks reached: closed once idle */
   int exiting;                /* it said STOPPED and exits: runs nothing more */
   int recalling;              /* RECALL sent, RECALLED not yet back */
+  int oom;                    /* killed: no memory here to read what it sent */
   buf in, out;                /* bytes read and not parsed; to send */
   size_t in_off, out_off;
   task *sent[FRAME_PIPE_MAX];       /* tasks sent, oldest first, a ring */
@@ -195,7 +197,7 @@ static void proc_spawn(procs *ps, proc *pr, double now) {
   atomic_store(&pr->pid, pid);
   atomic_store(&pr->sh->pid, pid);
   pr->state = PROC_STARTING;
-  pr->ready = pr->eof = pr->bad = pr->retiring = pr->exiting = pr->recalling = 0;
+  pr->ready = pr->eof = pr->bad = pr->retiring = pr->exiting = pr->recalling = pr->oom = 0;
   pr->stop = 0;
   pr->served = pr->answered = 0;
   pr->why[0] = '\0';
@@ -209,7 +211,7 @@ static void proc_spawn(procs *ps, proc *pr, double now) {
       buf_put_str(&pr->out, p->init_msg, p->init_msg ? p->init_len : 0) ||
       frame_end(&pr->out, at)) {
     snprintf(pr->why, sizeof pr->why, "could not be started: out of memory");
-    kill(pid, SIGKILL);
+    child_kill_group(pid);
     pr->state = PROC_CLOSING;
   }
   return;
@@ -225,7 +227,7 @@ failed:
  * task it runs. */
 static void proc_kill(proc *pr, const char *why) {
   if (why && !pr->why[0]) snprintf(pr->why, sizeof pr->why, "%s", why);
-  if (atomic_load(&pr->pid) > 0) kill(atomic_load(&pr->pid), SIGKILL);
+  child_kill_group(atomic_load(&pr->pid));   /* it and what its tasks started */
   pr->state = PROC_CLOSING;
   pr->kill_at = 0;
 }
@@ -366,7 +368,8 @@ static int proc_frame(procs *ps, proc *pr, int type, const unsigned char *body, 
     out.state = state;
     out.len = (size_t)(fr.end - fr.p);
     if (out.len && (out.data = malloc(out.len)) == NULL) {
-      attempt_fail(ps, pr, t, "task", "out of memory for the task's results");
+      attempt_fail(ps, pr, t, "memory", "out of memory in the pool's process: no room for the "
+                   "task's results (%zu bytes)", out.len);
       return 0;
     }
     if (out.len) memcpy(out.data, fr.p, out.len);
@@ -393,6 +396,7 @@ static void proc_read(procs *ps, proc *pr, double now, int drain) {
     if (pr->eof || pr->bad) return;
     if (buf_reserve(&pr->in, 65536)) {
       proc_kill(pr, "could not be read from: out of memory");
+      pr->oom = 1;
       return;
     }
     n = recv(pr->fd, pr->in.data + pr->in.len, pr->in.cap - pr->in.len, MSG_DONTWAIT);
@@ -467,9 +471,15 @@ static void proc_reaped(procs *ps, proc *pr, int status, double now) {
   /* The oldest was running; or the worker sent garbage, and then the
    * task is failed whatever its claim says (not handed on forever). */
   if (pr->nsent > 0 && (claim_state(pr, 0) == CLAIM_STARTED || pr->bad)) {
-    task *t = shift_task(pr);
+    task *t;
+    if (claim_state(pr, 0) == CLAIM_STARTED)   /* (info().started, as for any task that ran) */
+      note_began(head_task(pr)->f, claim_of(pr, head_id(pr)), head_id(pr));
+    t = shift_task(pr);
     if (pr->stop)
       attempt_end(ps, pr, t, &(run_outcome){FS_FAILED, NULL, 0}, pr->stop);
+    else if (pr->oom)   /* (its task's fault or not, memory is what failed) */
+      attempt_fail(ps, pr, t, "memory", "out of memory in the pool's process: what worker "
+                   "process %d sent could not be read, so it was killed", pid);
     else
       attempt_fail(ps, pr, t, "worker_died", "the worker process %d %s while running this task%s%s",
                    pid, how, pr->why[0] ? ": it " : "", pr->why);
@@ -507,6 +517,8 @@ static void proc_check_exit(procs *ps, proc *pr, double now) {
   int status;
   pid_t pid = atomic_load(&pr->pid), r;
   if (pid <= 0) return;
+  /* However it ended, the programs its tasks started go with it. */
+  child_end_group(pid);
   while ((r = waitpid(pid, &status, WNOHANG)) < 0 && errno == EINTR) {}
   if (r == pid)
     proc_reaped(ps, pr, status, now);
@@ -729,15 +741,30 @@ static double tend(procs *ps, double now) {
     if (pr->nsent) idle = 0;
     if (pr->out.len > pr->out_off) proc_flush(pr);
     if (t && pr->ready && !pr->stop && t->timeout >= 0 && pr->state != PROC_CLOSING) {
-      double deadline = pr->head_since + t->timeout;
-      if (now >= deadline && claim_state(pr, 0) != CLAIM_STARTED) {
-        /* not picked up yet (or skipped): look again soon */
-        next = fmin(next, now + 1e-3);
-      } else if (now >= deadline) {
-        if (t->attempt > t->retries) pool_settle_timeout(p, t->f, t->timeout);
-        proc_stop(ps, pr, WK_TIMEOUT, now);
+      /* A deadline counts from when the worker claimed the task (began[],
+       * written before the claim): not from when the previous answer came,
+       * or a worker rebuilding its state (or running init) after a stop
+       * would spend the next task's budget. */
+      uint32_t id = head_id(pr);
+      if (claim_state(pr, 0) != CLAIM_STARTED) {
+        /* not picked up yet (or skipped): its time has not begun.  It
+         * cannot end before head_since + timeout; look again then, and
+         * every quarter of its timeout after (1 to 50 ms), until it
+         * starts: seen that soon, its deadline is still kept (a worker
+         * running init for seconds is not polled a thousand times a
+         * second). */
+        double poll = fmin(fmax(t->timeout / 4, 1e-3), 0.05);
+        next = fmin(next, fmax(now + poll, pr->head_since + t->timeout));
       } else {
-        next = fmin(next, deadline);
+        double deadline = atomic_load(&pr->sh->began[id % FRAME_PIPE_MAX]) + t->timeout;
+        if (now >= deadline) {
+          /* (info().started is there once the future has failed) */
+          note_began(t->f, claim_of(pr, id), id);
+          if (t->attempt > t->retries) pool_settle_timeout(p, t->f, t->timeout);
+          proc_stop(ps, pr, WK_TIMEOUT, now);
+        } else {
+          next = fmin(next, deadline);
+        }
       }
     }
     if (pr->retiring && pr->nsent == 0 && pr->state == PROC_READY) proc_close(pr, now);

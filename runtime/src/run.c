@@ -11,6 +11,20 @@
 #include "stop.h"
 #include "wire.h"
 
+/* The message of Lua's memory errors (lstate.c). */
+#define MEMERRMSG "not enough memory"
+
+/* Is the value at idx Lua's memory error message ("not enough memory",
+ * or "where: not enough memory")? */
+static int is_memory_message(lua_State *L, int idx) {
+  size_t len, n = sizeof MEMERRMSG - 1;
+  const char *s;
+  if (lua_type(L, idx) != LUA_TSTRING) return 0;
+  s = lua_tolstring(L, idx, &len);
+  return len >= n && strcmp(s + len - n, MEMERRMSG) == 0 &&
+         (len == n || (len > n + 2 && s[len - n - 2] == ':' && s[len - n - 1] == ' '));
+}
+
 /* The message handler: turns any error value into a record table
  * {message, traceback, value} while the failing stack still exists. */
 static int run_msgh(lua_State *L) {
@@ -31,6 +45,17 @@ static int run_msgh(lua_State *L) {
     lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
   }
   msg = lua_tostring(L, -1);
+  /* Lua's own memory error, raised again as a plain error on its way out
+   * (coroutine.wrap, a C function's pcall, maybe with a position put in
+   * front): still a memory error. */
+  if (is_memory_message(L, 1)) {
+    lua_pushliteral(L, "memory");
+    lua_setfield(L, -3, "kind");
+    lua_pushfstring(L, "out of memory while the task ran (an allocation failed: %s)",
+                    lua_tostring(L, 1));
+    lua_replace(L, -2);
+    msg = lua_tostring(L, -1);
+  }
   /* A nil global in a worker is almost always a global of the submitting
    * script, which workers do not see. */
   if (msg && strstr(msg, "(global '") && strstr(msg, "nil value")) {
@@ -69,8 +94,18 @@ static int encode_tuple(lua_State *L, int first, int state, run_outcome *out,
 static void encode_record(lua_State *L, const char *kind, const char *name,
                           run_outcome *out) {
   int rec = lua_gettop(L);
-  lua_pushstring(L, kind);
-  lua_setfield(L, rec, "kind");
+  if (!lua_istable(L, rec)) {   /* a bare error value (no handler ran): wrap it */
+    lua_createtable(L, 0, 4);
+    lua_insert(L, rec);
+    lua_setfield(L, rec, "message");
+  }
+  if (lua_getfield(L, rec, "kind") == LUA_TSTRING && strcmp(kind, "task") == 0) {
+    lua_pop(L, 1);   /* the handler's (a memory error) */
+  } else {
+    lua_pop(L, 1);
+    lua_pushstring(L, kind);
+    lua_setfield(L, rec, "kind");
+  }
   if (name) {
     lua_pushstring(L, name);
     lua_setfield(L, rec, "task");
@@ -114,7 +149,23 @@ typedef struct run_args {
   const char *name;
   int trusted;
   run_outcome *out;
+  const char *phase;   /* where the task is, for a memory error: "while the task ran" */
 } run_args;
+
+/* Fails the outcome with kind memory: the task's state ran out of memory
+ * `where` (a Lua allocation failed; the message handler does not run for
+ * memory errors, so there is no traceback).  May itself raise a memory
+ * error, which run_message's pcall turns into a record made without Lua. */
+static void fail_memory(lua_State *L, const char *where, const char *name, run_outcome *out) {
+  lua_createtable(L, 0, 4);
+  lua_pushfstring(L, "out of memory %s (an allocation failed)", where);
+  lua_setfield(L, -2, "message");
+  encode_record(L, weft_kind_name(WK_MEMORY), name, out);
+}
+
+/* Results or an error that could not be encoded for want of memory is a
+ * memory error, not a serialization one. */
+static int encoder_ran_out(const char *err) { return err && strstr(err, "out of memory"); }
 
 /* Fails the outcome with a serialization record for message `what`. */
 static void fail_serialization(lua_State *L, const char *what, const char *name,
@@ -127,7 +178,7 @@ static void fail_serialization(lua_State *L, const char *what, const char *name,
 
 static void run_call(lua_State *L, wire_dec *d, run_args *a) {
   size_t n, i;
-  int base = lua_gettop(L), fn;
+  int base = lua_gettop(L), fn, rc;
   if (wire_get_size(d, &n) || n == 0 || n > (size_t)(d->end - d->p)) {
     fail_serialization(L, d->err ? d->err : "bad task message", a->name, a->out);
     return;
@@ -147,11 +198,25 @@ static void run_call(lua_State *L, wire_dec *d, run_args *a) {
       return;
     }
   }
-  if (lua_pcall(L, (int)n - 1, LUA_MULTRET, base + 1) != LUA_OK) {
+  a->phase = "while the task ran";
+  rc = lua_pcall(L, (int)n - 1, LUA_MULTRET, base + 1);
+  if (rc == LUA_ERRMEM) {
+    lua_settop(L, base);
+    fail_memory(L, a->phase, a->name, a->out);
+    return;
+  }
+  if (rc != LUA_OK) {
+    a->phase = "while the task's error was recorded";
     encode_record(L, "task", a->name, a->out);
     return;
   }
+  a->phase = "while the task's results were copied out";
   if (encode_tuple(L, fn, FS_FINISHED, a->out, "result") != 0) {
+    if (encoder_ran_out(lua_tostring(L, -1))) {
+      lua_settop(L, base);
+      fail_memory(L, a->phase, a->name, a->out);
+      return;
+    }
     lua_pushfstring(L, "the task's results cannot be copied back: %s", lua_tostring(L, -1));
     fail_serialization(L, lua_tostring(L, -1), a->name, a->out);
   }
@@ -159,7 +224,8 @@ static void run_call(lua_State *L, wire_dec *d, run_args *a) {
 
 static void run_chunk(lua_State *L, wire_dec *d, run_args *a) {
   size_t count, i;
-  int spread, base = lua_gettop(L), vals, errs, fn, msgh;
+  int spread, base = lua_gettop(L), vals, errs, fn, msgh, rc;
+  const char *kind = "task";
   if (wire_get(d, L) || wire_get_byte(d, &spread) || wire_get_size(d, &count) ||
       count > (size_t)(d->end - d->p)) {
     lua_settop(L, base);
@@ -190,6 +256,7 @@ static void run_chunk(lua_State *L, wire_dec *d, run_args *a) {
         lua_pushfstring(L, "map with spread: item %d is a %s, not a table of arguments",
                         (int)i, luaL_typename(L, t));
         lua_setfield(L, -2, "message");
+        kind = "task";
         goto item_failed;
       }
       n = (int)lua_rawlen(L, t);
@@ -198,15 +265,29 @@ static void run_chunk(lua_State *L, wire_dec *d, run_args *a) {
       lua_remove(L, t);
       nargs = n;
     }
-    if (lua_pcall(L, nargs, 1, msgh) == LUA_OK) {
+    a->phase = "while the task ran";
+    kind = "task";
+    rc = lua_pcall(L, nargs, 1, msgh);
+    if (rc == LUA_OK) {
       lua_rawseti(L, vals, (lua_Integer)i);
       continue;
+    }
+    if (rc == LUA_ERRMEM) {   /* (no handler ran: the top is a string) */
+      lua_settop(L, errs);
+      lua_createtable(L, 0, 3);
+      lua_pushfstring(L, "out of memory %s (an allocation failed)",
+                      a->phase);
+      lua_setfield(L, -2, "message");
+      kind = weft_kind_name(WK_MEMORY);
     }
   item_failed:
     {
       int rec = lua_gettop(L);
-      lua_pushliteral(L, "task");
-      lua_setfield(L, rec, "kind");
+      if (lua_getfield(L, rec, "kind") != LUA_TSTRING) {   /* (the handler's, if it set one) */
+        lua_pushstring(L, kind);
+        lua_setfield(L, rec, "kind");
+      }
+      lua_pop(L, 1);
       if (a->name) {
         lua_pushstring(L, a->name);
         lua_setfield(L, rec, "task");
@@ -220,7 +301,13 @@ static void run_chunk(lua_State *L, wire_dec *d, run_args *a) {
     }
   }
   lua_pushinteger(L, (lua_Integer)count);
+  a->phase = "while the task's results were copied out";
   if (encode_tuple(L, vals, FS_FINISHED, a->out, "result") == 0) return;
+  if (encoder_ran_out(lua_tostring(L, -1))) {
+    lua_settop(L, base);
+    fail_memory(L, a->phase, a->name, a->out);
+    return;
+  }
   /* Some value or error cannot be copied: find which, fail just that item. */
   lua_settop(L, errs + 1);
   for (i = 1; i <= count; i++) {
@@ -286,22 +373,30 @@ static int run_protected(lua_State *L) {
 
 void run_message(lua_State *L, const char *msg, size_t len, const wire_dep *deps,
                  size_t ndeps, const char *name, int trusted, run_outcome *out) {
-  run_args a = {msg, len, deps, ndeps, name, trusted, out};
-  int top = lua_gettop(L);
+  run_args a = {msg, len, deps, ndeps, name, trusted, out,
+                "while the task's function and arguments were copied in"};
+  int top = lua_gettop(L), rc;
+  char text[512];
   out->data = NULL;
   out->len = 0;
   out->state = FS_FAILED;
   lua_pushcfunction(L, run_protected);
   lua_pushlightuserdata(L, &a);
-  if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
-    /* Out of memory, or an error while decoding (a require that failed). */
+  if ((rc = lua_pcall(L, 1, 0, 0)) != LUA_OK) {
+    /* Out of memory (anywhere: decoding, running, recording), or an error
+     * while decoding (a require that failed).  The record is made in C:
+     * the state may have no memory left for it. */
     free(out->data);
     out->data = NULL;
-    lua_createtable(L, 0, 3);
-    lua_pushfstring(L, "the task could not run: %s",
-                    lua_isstring(L, -2) ? lua_tostring(L, -2) : "error while decoding");
-    lua_setfield(L, -2, "message");
-    encode_record(L, "task", name, out);
+    if (rc == LUA_ERRMEM)
+      snprintf(text, sizeof text, "out of memory %s (an allocation "
+               "failed)", a.phase);
+    else
+      snprintf(text, sizeof text, "the task could not run: %s",
+               lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "error while decoding");
+    out->data = wire_record(weft_kind_name(rc == LUA_ERRMEM ? WK_MEMORY : WK_TASK), text, name,
+                            &out->len);
+    if (out->data == NULL) out->len = 0;   /* (the owner reports a failure it cannot decode) */
   }
   lua_settop(L, top);
 }

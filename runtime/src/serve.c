@@ -12,7 +12,9 @@
  * and the worker answers STOPPED, rebuilds its state and serves on; with
  * FRAME_STOP_EXIT, or from anybody else, it stops the task and exits.  The
  * worker also exits when its socket closes (the pool shut it down, or the
- * parent died) and dies with its parent (PR_SET_PDEATHSIG).
+ * parent died) and dies with its parent (PR_SET_PDEATHSIG), taking its
+ * process group along.  A stop kills the programs the task started (the
+ * rest of the worker's process group, child.h).
  */
 #include "serve.h"
 
@@ -29,6 +31,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "child.h"
 #include "frame.h"
 #include "future.h"
 #include "log.h"
@@ -68,19 +71,23 @@ static void *watch_sigterm(void *arg) {
   sigemptyset(&term);
   sigaddset(&term, SIGTERM);
   for (;;) {
-    int ours, v;
+    int ours, v, stopping = 0;
     if (sigwaitinfo(&term, &si) != SIGTERM) continue;
     ours = si.si_code == SI_QUEUE && si.si_pid == getppid();
     v = ours ? si.si_value.sival_int : FRAME_STOP_EXIT;
     pthread_mutex_lock(&wk.lock);
     if (!ours || (wk.level && (uint32_t)(v & FRAME_ID_MASK) == (wk.id & FRAME_ID_MASK))) {
-      if (wk.level) stop_fire(wk.level, (v & FRAME_STOP_EXIT) ? WK_CANCELLED : WK_TIMEOUT);
+      if (wk.level)
+        stopping = stop_fire(wk.level, (v & FRAME_STOP_EXIT) ? WK_CANCELLED : WK_TIMEOUT);
       if (v & FRAME_STOP_EXIT) {
         wk.quit = 1;
         pthread_cond_signal(&wk.cond);   /* (an idle main thread) */
       }
     }
     pthread_mutex_unlock(&wk.lock);
+    /* The programs the task started die now: a task waiting for one
+     * (os.execute) returns and unwinds, and none outlives the stop. */
+    if (stopping) child_sweep_group();
   }
   return NULL;
 }
@@ -339,7 +346,8 @@ static int run_task(lua_State *L, const queued *q, const run_outcome *broken, in
     return send_answer(FRAME_STOPPED, q->id, 0, NULL, 0);
   }
   if (out.data == NULL && out.state == FS_FAILED)   /* not even a record (no memory) */
-    out.data = wire_record("task", "the worker ran out of memory", NULL, &out.len);
+    out.data = wire_record("memory", "out of memory in the worker process: the task's outcome "
+                           "could not be recorded", NULL, &out.len);
   rc = send_answer(FRAME_DONE, q->id, out.state, out.data, out.len);
   free(out.data);
   return rc;
@@ -357,8 +365,7 @@ int serve_pool(int fd, lua_CFunction open_core) {
   queued *q;
   int rc = 0;
   /* Die with the parent; programs a task starts must not inherit fd. */
-  prctl(PR_SET_PDEATHSIG, SIGKILL);
-  if (getppid() == 1) return 1;
+  if (child_die_with_parent() != 0) return 1;
   fcntl(fd, F_SETFD, FD_CLOEXEC);
   wk.fd = r.fd = fd;
   wk.sh = mmap(NULL, sizeof *wk.sh, PROT_READ | PROT_WRITE, MAP_SHARED, FRAME_SHARED_FD, 0);
@@ -387,6 +394,7 @@ int serve_pool(int fd, lua_CFunction open_core) {
     pthread_mutex_unlock(&wk.lock);
     if (quit) break;
     if (stopped) {   /* the stopped code may have left anything half done */
+      child_sweep_group();   /* (started after the watcher's sweep) */
       lua_close(L);
       free(broken.data);
       L = run_state_new(h.path, h.cpath, h.init, h.init_len, 0, open_core, &broken);
