@@ -33,6 +33,7 @@ typedef struct rclient_opts {
   const char *secret;          /* NULL or "": messages are not signed */
   size_t secret_len;
   double result_ttl;           /* seconds results are kept on the server */
+  double message_ttl;          /* seconds a task may wait for a worker (0: 24 h) */
   int max_deliveries;
 } rclient_opts;
 
