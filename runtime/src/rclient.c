@@ -39,7 +39,8 @@ typedef struct rtask {
   int sent;                      /* the XADD was answered: entry holds the id */
   char entry[48];
   unsigned char nonce[RMSG_NONCE];   /* drawn once: every copy sent carries it */
-  double expires;                /* of the copy sent last (server clock) */
+  _Atomic double expires;        /* of the copy sent last (server clock); the
+                                    sender writes it, the listener reads it */
 } rtask;
 
 typedef struct rclient {
@@ -310,7 +311,7 @@ static void handle_notice(rclient *rc, const char *elem, size_t len) {
     table_take(rc, seq);
     owned = rt->sent;   /* (else the sender's, which frees it) */
     f = rt->t->f;
-    expires = rt->expires;
+    expires = atomic_load(&rt->expires);
     future_ref(f);
   }
   pthread_mutex_unlock(&rc->lock);
@@ -493,7 +494,7 @@ static int encode_task(rclient *rc, rtask *rt, buf *b, unsigned char sig[RMSG_SI
   m.nonce.len = RMSG_NONCE;
   /* (whole milliseconds: the worker passes it on to a script as text) */
   m.expires = floor((rkeys_wallclock() + rc->clock_offset + rc->message_ttl) * 1000) / 1000;
-  rt->expires = m.expires;
+  atomic_store(&rt->expires, m.expires);
   m.name.p = future_name(t->f) ? future_name(t->f) : "";
   m.name.len = strlen(m.name.p);
   m.timeout = t->timeout;

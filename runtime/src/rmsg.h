@@ -38,15 +38,47 @@
  *
  * Refusal notices ('X') are NOT signed: a worker sends one to the client
  * of a task it refuses, and it may refuse a task precisely because it
- * does not share the client's secret.  What a notice can do is therefore
- * limited to what anybody who can write to the server could do anyway
- * (rclient.c, "Refusal notices"): the client takes it only as the failure
- * of a task it still waits for, matched by id and nonce; it never carries
- * a result; its reason is a code (the client writes the message itself,
- * so no text of the sender's reaches the user but the worker's name and
- * the entry id, both bounded and made printable).
+ * does not share the client's secret.  The client takes a notice only as
+ * the failure (kind broken) of a task it still waits for, matched by id
+ * and nonce; a notice never carries a result; its reason is a code (the
+ * client writes the message itself, so no text of the sender's reaches
+ * the user but the worker's name and the entry id, bounded and made
+ * printable: rclient.c, "Refusal notices").
  *
- * Versions.  From version 2 on, a task starts with id, reply and nonce
+ * Replays.  A task carries a nonce and an expiry, both signed.  A worker
+ * admits an entry by a server-side script (rworker.c, ADMIT_LUA) that
+ * reads the server's clock: an expired message is refused; the first
+ * entry id a nonce is taken from is recorded (weft:<q>:seen:<nonce>,
+ * kept until a while after the expiry), so that the same entry delivered
+ * again (its worker died; the consumer group hands the same entry id to
+ * another worker) runs, while a copy added under another entry id is a
+ * replay and is refused.  Dead letters keep no signature.
+ *
+ * What somebody who can read and write the server, but has not the
+ * secret, can and cannot do (with a secret on both sides):
+ *
+ *   can     read every task and result (signed, not encrypted);
+ *           delay, drop or delete tasks, results and dead letters, or
+ *           stop the queue: availability is not protected;
+ *           fail a task its client still waits for (a notice naming its
+ *           id and nonce, both readable in the stream; or by making a
+ *           worker refuse a tampered copy);
+ *           run a task once more while it is not expired, but only by
+ *           also deleting its seen mark (or by forcing a redelivery of
+ *           an entry still pending, as delivery is at least once anyway).
+ *   cannot  run code of its own on a worker, or change anything of a
+ *           task (code, arguments, timeout, retries, reply list, nonce,
+ *           expiry): a worker runs only what carries the HMAC of its
+ *           bytes;
+ *           deliver or alter a result or log record: they are signed
+ *           with the task's id and nonce, which the client checks, and a
+ *           notice is read only as a failure;
+ *           replay a task after its expiry (checked on the server's
+ *           clock, which Redis commands do not set), or a dead letter as
+ *           it is (no signature);
+ *           make a worker write anywhere but this queue's client lists.
+ *
+  * Versions.  From version 2 on, a task starts with id, reply and nonce
  * in this order and a notice keeps its layout, whatever else changes: a
  * worker can tell the client of a task written in another version why it
  * refuses it (rmsg_task_address), and a client reads the notices of any
