@@ -348,9 +348,9 @@ static void handle_notice(rclient *rc, const char *elem, size_t len) {
       break;
     case RMSG_R_EXPIRED:
       settle_error(rc, f, WK_BROKEN,
-                   REFUSED "the task's message expired %.0f s before a worker took it "
-                           "(message_ttl %g s, by the Redis server's clock): the backlog "
-                           "was longer than message_ttl",
+                   REFUSED "a worker took the task %.0f s after its message expired "
+                           "(message_ttl %g s, by the Redis server's clock): it waited in "
+                           "the stream longer than message_ttl",
                    worker, entry, rc->keys.stream, n.at - expires, rc->message_ttl);
       break;
     default:

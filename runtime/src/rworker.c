@@ -1057,8 +1057,8 @@ static void take_entries(rworker *w, entry *in) {
     } else if (strncmp(s, "expired ", 8) == 0) {
       double now = atof(s + 8);
       snprintf(msg, sizeof msg,
-               "its message expired %.0f s before a worker took it (by the Redis server's "
-               "clock; the client's message_ttl)",
+               "its message had expired %.0f s before (the client's message_ttl, by the "
+               "Redis server's clock)",
                now - es[i]->expires);
       refuse(w, es[i], RMSG_R_EXPIRED, now, msg);
     } else {
