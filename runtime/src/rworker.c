@@ -51,6 +51,11 @@ typedef struct entry {
   uint32_t ttl;
   char nonce[RMSG_NONCE];
   double expires;                  /* (server clock) */
+  /* Whether it may run, as the fetcher found before handing it in
+   * (prejudge): V_NONE when it did not ask, else the server's verdict. */
+  int verdict;
+  double verdict_at;               /* V_EXPIRED: the server's time */
+  char seen_in[48];                /* V_SEEN: the entry that has its nonce */
   future *f;                       /* the local task's future */
   int fref;                        /* its userdata in the registry */
   int timed_out;
@@ -212,6 +217,11 @@ static void hand_in(rworker *w, entry *list) {
   wake_owner(w);
 }
 
+/* Verdicts on entries (ADMIT_LUA). */
+enum { V_NONE, V_OK, V_SEEN, V_EXPIRED };
+
+static void prejudge(rworker *w, rconn *c, entry *list);
+
 /* === the fetcher ======================================================== */
 
 /* Claims up to `room` entries idle for claim_idle seconds (their worker
@@ -344,6 +354,7 @@ static void *fetch_main(void *arg) {
     if (weft_now() - last_claim >= w->claim_idle / 2) {
       last_claim = weft_now();
       if ((list = claim(w, &conn, room)) != NULL) {
+        prejudge(w, &conn, list);
         hand_in(w, list);
         continue;
       }
@@ -372,7 +383,10 @@ static void *fetch_main(void *arg) {
           }
         }
       }
-      if (list) hand_in(w, list);
+      if (list) {
+        prejudge(w, &conn, list);
+        hand_in(w, list);
+      }
     }
     freeReplyObject(r);
   }
@@ -545,17 +559,18 @@ static const char ADMIT_LUA[] =
     "for i = 2, #ARGV, 3 do\n"
     "  local key, entry, expires = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])\n"
     "  local left = math.max(math.ceil(expires - now), 0)\n"
-    "  local held = redis.call('GET', key)\n"
-    "  if held == entry then\n"
-    "    redis.call('EXPIRE', key, left + grace)\n"
-    "    out[#out + 1] = 'ok'\n"
-    "  elseif held then\n"
-    "    out[#out + 1] = 'seen ' .. held\n"
-    "  elseif now > expires then\n"
-    "    out[#out + 1] = string.format('expired %.3f', now)\n"
+    "  if now <= expires and redis.call('SET', key, entry, 'NX', 'EX', left + grace) then\n"
+    "    out[#out + 1] = 'ok'\n"   /* (the common case: one call) */
     "  else\n"
-    "    redis.call('SET', key, entry, 'EX', left + grace)\n"
-    "    out[#out + 1] = 'ok'\n"
+    "    local held = redis.call('GET', key)\n"
+    "    if held == entry then\n"
+    "      redis.call('EXPIRE', key, left + grace)\n"
+    "      out[#out + 1] = 'ok'\n"
+    "    elseif held then\n"
+    "      out[#out + 1] = 'seen ' .. held\n"
+    "    else\n"
+    "      out[#out + 1] = string.format('expired %.3f', now)\n"
+    "    end\n"
     "  end\n"
     "end\n"
     "return out\n";
@@ -928,15 +943,15 @@ static int check_entry(rworker *w, entry *e, rmsg_task *t) {
   return 0;
 }
 
-/* Asks the server which of the n entries may run (ADMIT_LUA): its answer
- * (an array of n strings), or NULL when it cannot be asked now. */
-static redisReply *admit(rworker *w, entry **es, size_t n) {
+/* Asks the server, on c (NULL: not connected), which of the n entries may
+ * run (ADMIT_LUA): its answer (an array of n strings), or NULL when it
+ * cannot be asked now. */
+static redisReply *admit(rworker *w, rconn *c, entry **es, size_t n) {
   const char **argv = malloc((3 + 1 + 3 * n) * sizeof *argv);
   char (*keys)[200] = malloc(n * sizeof *keys), (*exps)[32] = malloc(n * sizeof *exps);
-  rconn *c;
   redisReply *r = NULL;
   size_t i, j;
-  if (argv && keys && exps && (c = owner_conn(w, CMD_TIMEOUT)) != NULL) {
+  if (argv && keys && exps && c != NULL) {
     argv[0] = "EVAL";
     argv[1] = ADMIT_LUA;
     argv[2] = "0";
@@ -963,6 +978,47 @@ static redisReply *admit(rworker *w, entry **es, size_t n) {
   free(keys);
   free(exps);
   return r;
+}
+
+/* Reads one of ADMIT_LUA's answers into e's verdict. */
+static void read_verdict(entry *e, const redisReply *v) {
+  const char *s = v->type == REDIS_REPLY_STRING || v->type == REDIS_REPLY_STATUS ? v->str : "";
+  e->verdict = V_NONE;
+  if (strcmp(s, "ok") == 0) {
+    e->verdict = V_OK;
+  } else if (strncmp(s, "seen ", 5) == 0) {
+    e->verdict = V_SEEN;
+    snprintf(e->seen_in, sizeof e->seen_in, "%s", s + 5);
+  } else if (strncmp(s, "expired ", 8) == 0) {
+    e->verdict = V_EXPIRED;
+    e->verdict_at = atof(s + 8);
+  }
+}
+
+/* The fetcher's part of admitting entries (the fetcher's thread, on its
+ * own connection, before it hands them in): one ADMIT_LUA call for the
+ * entries that read as tasks, so that the owner, which runs the tasks,
+ * does not wait for that round trip.  Entries that do not read, or that
+ * it could not ask about, keep V_NONE: the owner sees to them. */
+static void prejudge(rworker *w, rconn *c, entry *list) {
+  entry *e, **es;
+  rmsg_task t;
+  const char *why;
+  redisReply *r;
+  size_t n = 0, cap = 0, i;
+  for (e = list; e; e = e->next_in) cap++;
+  if ((es = malloc(cap * sizeof *es)) == NULL) return;
+  for (e = list; e; e = e->next_in) {
+    if (rmsg_parse_task(&w->key, e->m, e->mlen, e->s, e->slen, &t, &why) != 0) continue;
+    memcpy(e->nonce, t.nonce.p, RMSG_NONCE);
+    e->expires = t.expires;
+    es[n++] = e;
+  }
+  if (n > 0 && (r = admit(w, c->c ? c : NULL, es, n)) != NULL) {
+    for (i = 0; i < n; i++) read_verdict(es[i], r->element[i]);
+    freeReplyObject(r);
+  }
+  free(es);
 }
 
 /* Runs an admitted entry (its task read into t). */
@@ -1008,10 +1064,10 @@ static void start_entry(rworker *w, entry *e, rmsg_task *t) {
  * left to retry: reads each, asks the server in one call which may run
  * (replays and expired messages may not), runs those. */
 static void take_entries(rworker *w, entry *in) {
-  entry *e, **es;
+  entry *e, **es, **ask, **tail = &w->retry;
   rmsg_task *ts;
-  redisReply *verdicts = NULL;
-  size_t n = 0, cap = 0, i;
+  redisReply *verdicts;
+  size_t n = 0, m, cap = 0, i;
   if (w->retry) {   /* (they go first) */
     for (e = w->retry; e->next_in; e = e->next_in) {}
     e->next_in = in;
@@ -1020,7 +1076,7 @@ static void take_entries(rworker *w, entry *in) {
   }
   for (e = in; e; e = e->next_in) cap++;
   if (cap == 0) return;
-  es = malloc(cap * sizeof *es);
+  es = malloc(2 * cap * sizeof *es);
   ts = malloc(cap * sizeof *ts);
   if (es == NULL || ts == NULL) {
     free(es);
@@ -1029,45 +1085,49 @@ static void take_entries(rworker *w, entry *in) {
     say(w, "out of memory taking entries (will retry)");
     return;
   }
+  ask = es + cap;
   while ((e = in) != NULL) {
     in = e->next_in;
     e->next_in = NULL;
     if (check_entry(w, e, &ts[n]) == 0) es[n++] = e;
   }
-  if (n > 0 && (verdicts = admit(w, es, n)) == NULL) {
-    for (i = n; i-- > 0;) {   /* all of them, next round, in order */
-      es[i]->next_in = w->retry;
-      w->retry = es[i];
+  /* Those the fetcher could not ask about: asked here. */
+  for (i = 0, m = 0; i < n; i++)
+    if (es[i]->verdict == V_NONE) ask[m++] = es[i];
+  if (m > 0) {
+    if ((verdicts = admit(w, owner_conn(w, CMD_TIMEOUT), ask, m)) != NULL) {
+      for (i = 0; i < m; i++) read_verdict(ask[i], verdicts->element[i]);
+      freeReplyObject(verdicts);
     }
-    n = 0;
   }
   for (i = 0; i < n; i++) {
-    const redisReply *v = verdicts->element[i];
-    const char *s = v->type == REDIS_REPLY_STRING || v->type == REDIS_REPLY_STATUS ? v->str : "";
+    entry *x = es[i];
     char msg[300];
-    if (strcmp(s, "ok") == 0) {
-      start_entry(w, es[i], &ts[i]);
-    } else if (strncmp(s, "seen ", 5) == 0) {
-      /* The first entry of this task answers for it: nobody is told. */
-      snprintf(msg, sizeof msg,
-               "replayed: the same signed task was first taken from entry %.60s; a copy "
-               "added again does not run",
-               s + 5);
-      refuse(w, es[i], 0, 0, msg);
-    } else if (strncmp(s, "expired ", 8) == 0) {
-      double now = atof(s + 8);
-      snprintf(msg, sizeof msg,
-               "its message had expired %.0f s before (the client's message_ttl, by the "
-               "Redis server's clock)",
-               now - es[i]->expires);
-      refuse(w, es[i], RMSG_R_EXPIRED, now, msg);
-    } else {
-      say(w, "unexpected answer checking entry %s: %.100s (will retry)", es[i]->id, s);
-      es[i]->next_in = w->retry;
-      w->retry = es[i];
+    switch (x->verdict) {
+      case V_OK:
+        start_entry(w, x, &ts[i]);
+        break;
+      case V_SEEN:   /* the first entry of this task answers for it: nobody is told */
+        snprintf(msg, sizeof msg,
+                 "replayed: the same signed task was first taken from entry %s; a copy "
+                 "added again does not run",
+                 x->seen_in);
+        refuse(w, x, 0, 0, msg);
+        break;
+      case V_EXPIRED:
+        snprintf(msg, sizeof msg,
+                 "its message had expired %.0f s before (the client's message_ttl, by the "
+                 "Redis server's clock)",
+                 x->verdict_at - x->expires);
+        refuse(w, x, RMSG_R_EXPIRED, x->verdict_at, msg);
+        break;
+      default:   /* not asked (the server is away): next round, in order */
+        *tail = x;
+        tail = &x->next_in;
+        break;
     }
   }
-  if (n > 0) freeReplyObject(verdicts);
+  *tail = NULL;
   free(es);
   free(ts);
 }
