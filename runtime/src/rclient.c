@@ -280,8 +280,9 @@ out:
  *     cut to 100 printable bytes.
  *
  * So a notice can only turn "pending" into "failed, kind broken" for a
- * task we wait for, which is no more than what deleting the entry does,
- * and is what the user of a task a worker refused expects to see. */
+ * task we wait for: less harm than deleting its entry (after which the
+ * task never runs, and waits for its timeout), and what the user of a
+ * task a worker refused expects to see. */
 
 /* Copies the bytes s into out as printable ASCII, at most 100 of them. */
 static void printable(rmsg_str s, char *out, size_t size) {
