@@ -193,6 +193,14 @@ local function result(f)
   return table.unpack(r, 2, r.n)
 end
 
+-- f:exception(WAIT), with every worker's log added when it does not come:
+-- a future that stays pending fails the spec instead of hanging it.
+local function bounded_exception(f)
+  local ok, err = pcall(f.exception, f, WAIT)
+  if not ok then error("no outcome within " .. WAIT .. " s: " .. util.text(err) .. "\n" .. R.logs(), 2) end
+  return err
+end
+
 -- Submits fn(...) to `ex` while no worker serves its queue, takes the
 -- entry it added to the task stream and deletes it there, so that no
 -- worker ever reads it.  Returns the entry's fields (name -> bytes) and
@@ -553,6 +561,7 @@ describe("weft.redis basics", function()
     for _, case in ipairs {
       { "max_deliveries", 0 }, { "max_deliveries", 1.5 }, { "max_deliveries", "3" },
       { "result_ttl", 0 }, { "result_ttl", -1 }, { "timeout", -1 }, { "queue", "" },
+      { "message_ttl", 0 }, { "message_ttl", 0 / 0 }, { "message_ttl", "60" },
     } do
       local name, value = case[1], case[2]
       local shown = type(value) == "string" and ("%q"):format(value) or tostring(value)
@@ -564,7 +573,8 @@ describe("weft.redis basics", function()
 
     it("accepts every documented option", function()
       local ox = redis { url = server.url, queue = Q, timeout = 30,
-                         result_ttl = 60, max_deliveries = 5, name = "opts" }
+                         result_ttl = 60, message_ttl = 600, max_deliveries = 5,
+                         name = "opts" }
       assert.equal("ok", ox:submit(function() return "ok" end):result(WAIT))
     end)
   end)
@@ -696,19 +706,19 @@ describe("weft.redis security", function()
     assert.is_false(exists(side))
   end)
 
-  it("refuses the tasks of a client with another secret; their futures stay pending", function()
+  it("fails the tasks of a client with another secret with kind broken, and never runs them", function()
     local w = R.worker(server.url, { queue = Q, workers = 1, secret = "B" })
     local ex = redis { url = server.url, queue = Q, secret = "A" }
     local side = scratch() .. "/side"
     local f = track(ex:submit(function(path) append(path, "ran") end, side))
-    w:wait_log("refused")
-    local done = weft.wait({ f }, { timeout = 0.5 })
-    assert.equal(0, #done)
-    assert.is_false(f:done())
-    f:cancel { force = true }
-    assert.is_true(f:done())
+    local err = bounded_exception(f)
+    assert.truthy(weft.is(err, "broken"), util.text(err))
+    assert.truthy(mentions_any(err, { "different secrets" }), util.text(err))
+    assert.truthy(mentions_any(err, { "refused" }), util.text(err))
+    w:wait_line({ "refused", "bad signature" })
     assert.is_false(exists(side))
     assert.is_true(w:alive())
+    assert.equal(1, ex:stats().refused)
   end)
 
   describe("AUTH", function()
@@ -737,6 +747,254 @@ describe("weft.redis security", function()
       err = expect_error("config", weft.redis,
         { url = ("redis://alice:wrong@127.0.0.1:%d/0"):format(a.port), queue = Q })
       assert.truthy(mentions_any(err, { "auth" }), util.text(err))
+    end)
+  end)
+end)
+
+-- =========================================================================
+
+-- The task message as rmsg.h lays it out from version 2 on: what a spec
+-- needs to forge the unsigned refusal notice an attacker could write.
+local function task_address(m)
+  local id, reply, nonce, pos = string.unpack("<s4s4s4", m, 6)
+  return { version = m:byte(4), id = id, reply = reply, nonce = nonce,
+           expires = (string.unpack("<d", m, pos)) }
+end
+
+-- A refusal notice for the task at address `a` (rmsg.h: notice), and an
+-- unsigned result claiming it finished with `values`.
+local function forged_notice(a, reason, nonce)
+  return "WFT\2X" .. string.pack("<s4s4Bds4s4", a.id, nonce or a.nonce, reason, 0,
+                                 "mallory", "0-1")
+end
+
+local function forged_result(a, ...)
+  local FS_FINISHED = 3
+  return "WFT\2R" .. string.pack("<s4s4BBI4s4dds4", a.id, a.nonce, FS_FINISHED, 0, 1,
+                                 "mallory", 0, 0, weft.core._wire_encode(...))
+end
+
+-- The server's clock (TIME), in seconds.
+local function server_time(server)
+  local t = server:cmd("TIME")
+  return tonumber(t[1]) + tonumber(t[2]) / 1e6
+end
+
+-- The entries of a stream as lists of { id, fields (name -> bytes) }.
+local function entries(server, stream)
+  local out = {}
+  for _, e in ipairs(server:cmd("XRANGE", stream, "-", "+") or {}) do
+    local fields = {}
+    for i = 1, #e[2], 2 do fields[e[2][i]] = e[2][i + 1] end
+    out[#out + 1] = { id = e[1], fields = fields }
+  end
+  return out
+end
+
+describe("weft.redis message trust", function()
+  local Q = "trust"
+  local SECRET = "correct horse battery staple"
+  local server
+
+  before_each(function() server = R.start {} end)
+  after_each(cleanup)
+
+  describe("a client and workers that do not share the secret", function()
+    it("fails a signed task with kind broken at once when the worker has no secret", function()
+      local w = R.worker(server.url, { queue = Q, workers = 1 })
+      local ex = redis { url = server.url, queue = Q, secret = SECRET }
+      local side = scratch() .. "/side"
+      local f = track(ex:submit(function(path) append(path, "ran") return "ran" end, side))
+      local err = bounded_exception(f)
+      assert.truthy(weft.is(err, "broken"), util.text(err))
+      assert.truthy(mentions_any(err, { "worker has no secret" }), util.text(err))
+      assert.truthy(mentions_any(err, { "WEFT_SECRET" }), util.text(err))
+      w:wait_line({ "refused", "this worker has no secret" })
+      assert.is_false(exists(side))
+    end)
+
+    it("fails an unsigned task with kind broken at once when the worker has a secret", function()
+      R.worker(server.url, { queue = Q, workers = 1, secret = SECRET })
+      local ex = redis { url = server.url, queue = Q }
+      local f = track(ex:submit(function() return "ran" end))
+      local err = bounded_exception(f)
+      assert.truthy(weft.is(err, "broken"), util.text(err))
+      assert.truthy(mentions_any(err, { "not signed" }), util.text(err))
+    end)
+
+    it("lets a program whose tasks a worker refuses end, instead of hanging at exit", function()
+      R.worker(server.url, { queue = Q, workers = 1, secret = "B" })
+      local script = scratch() .. "/main.lua"
+      local out = scratch() .. "/out"
+      local f = assert(io.open(script, "w"))
+      f:write(("package.path = %q\npackage.cpath = %q\n"):format(package.path, package.cpath))
+      f:write(([[
+        local weft = require "weft"
+        local ex = weft.redis { url = %q, queue = %q, secret = "A" }
+        ex:submit(function() return 1 end)
+        ex:submit(function() return 2 end)
+        print("submitted")
+      ]]):format(server.url, Q))
+      f:close()
+      -- Bounded: on a runtime that hangs, `timeout` ends it (status 124).
+      local ok, how, status = os.execute(("timeout -k 5 %d lua5.4 %s > %s 2>&1"):format(
+        WAIT, util.quote(script), util.quote(out)))
+      local text = slurp(out)
+      assert.is_true(ok == true, ("%s %s\n%s"):format(how, status, text))
+      assert.truthy(text:find("submitted", 1, true), text)
+    end)
+  end)
+
+  describe("refusals", function()
+    it("fail a task written in another message format version, naming it", function()
+      local ex = redis { url = server.url, queue = Q }
+      local side = scratch() .. "/side"
+      local fields, f = capture(server, ex, Q, function(path) append(path, "ran") end, side)
+      assert.equal(2, fields.m:byte(4))
+      local w = R.worker(server.url, { queue = Q, workers = 1 })
+      local newer = fields.m:sub(1, 3) .. "\3" .. fields.m:sub(5)
+      local id = server:cmd("XADD", tasks_stream(Q), "*", "m", newer)
+      local err = bounded_exception(f)
+      assert.truthy(weft.is(err, "broken"), util.text(err))
+      assert.truthy(mentions_any(err, { "message format" }), util.text(err))
+      assert.truthy(mentions_any(err, { id }), util.text(err))
+      w:wait_line({ "refused", id })
+      assert.is_false(exists(side))
+    end)
+
+    it("reach the client only as the failure of a task it waits for, never as a result", function()
+      local ex = redis { url = server.url, queue = Q, secret = SECRET }
+      local fields, f = capture(server, ex, Q, function() return "real" end)
+      local a = task_address(fields.m)
+      local UNSIGNED = 1
+      R.worker(server.url, { queue = Q, workers = 1, secret = SECRET })
+      -- Elements of the client's list are read in order: once a later
+      -- task's result is in, the elements pushed before it were read.
+      local function after_a_round_trip()
+        assert.equal("sync", result(ex:submit(function() return "sync" end)))
+      end
+      -- An unsigned result, and a notice with another nonce: ignored.
+      server:cmd("RPUSH", a.reply, forged_result(a, "forged"))
+      server:cmd("RPUSH", a.reply, forged_notice(a, UNSIGNED, string.rep("\0", 16)))
+      after_a_round_trip()
+      assert.is_false(f:done())
+      -- The task runs (its entry put back) and finishes: a notice for it
+      -- afterwards changes nothing.
+      server:cmd("XADD", tasks_stream(Q), "*", "m", fields.m, "s", fields.s)
+      assert.equal("real", result(f))
+      server:cmd("RPUSH", a.reply, forged_notice(a, UNSIGNED))
+      after_a_round_trip()
+      assert.equal("real", f:result(0))
+      -- A notice for a task it waits for fails that task, kind broken
+      -- (even while a worker runs it).
+      local release = scratch() .. "/release"
+      local g = track(ex:submit(function(rel) await_file(rel) return "held" end, release))
+      local held = R.wait_until("the held task's entry", WAIT, function()
+        local e = entries(server, tasks_stream(Q))
+        return #e == 1 and e[1].fields
+      end)
+      local b = task_address(held.m)
+      server:cmd("RPUSH", b.reply, forged_notice(b, UNSIGNED))
+      local err = bounded_exception(g)
+      assert.truthy(weft.is(err, "broken"), util.text(err))
+      assert.truthy(mentions_any(err, { "mallory refused" }), util.text(err))
+      assert.equal(1, ex:stats().refused)
+    end)
+  end)
+
+  describe("replays", function()
+    it("refuse a signed entry added again after it ran: it runs once", function()
+      local ex = redis { url = server.url, queue = Q, secret = SECRET }
+      local runs = scratch() .. "/runs"
+      local fields, f = capture(server, ex, Q, function(path) append(path, "run\n") return "once" end, runs)
+      local w = R.worker(server.url, { queue = Q, workers = 1, secret = SECRET })
+      server:cmd("XADD", tasks_stream(Q), "*", "m", fields.m, "s", fields.s)
+      assert.equal("once", result(f))
+      local again = server:cmd("XADD", tasks_stream(Q), "*", "m", fields.m, "s", fields.s)
+      w:wait_line({ "refused", again, "replayed" })
+      assert.equal("later", result(ex:submit(function() return "later" end)))
+      assert.equal(1, count_lines(runs))
+      assert.equal(0, ex:stats().refused)   -- (the first entry answered for the task)
+    end)
+
+    it("cannot be made from dead letters: they keep no signature", function()
+      local ex = redis { url = server.url, queue = Q, secret = SECRET }
+      local runs = scratch() .. "/runs"
+      local fields, f = capture(server, ex, Q, function(path) append(path, "run\n") return "once" end, runs)
+      local w = R.worker(server.url, { queue = Q, workers = 1, secret = SECRET })
+      server:cmd("XADD", tasks_stream(Q), "*", "m", fields.m, "s", fields.s)
+      assert.equal("once", result(f))
+      local again = server:cmd("XADD", tasks_stream(Q), "*", "m", fields.m, "s", fields.s)
+      w:wait_line({ "refused", again })
+      local dead = R.wait_until("the dead letter", WAIT, function()
+        local d = entries(server, dead_stream(Q))
+        return #d > 0 and d
+      end)
+      assert.equal(1, #dead)
+      local letter = dead[1].fields
+      assert.equal(fields.m, letter.m)
+      assert.is_nil(letter.s)
+      assert.equal("verified", letter.signature)
+      assert.truthy(letter.reason:find("replayed", 1, true), letter.reason)
+      -- Every field of the dead letter put back: an unsigned entry.
+      local flat = {}
+      for k, v in pairs(letter) do flat[#flat + 1] = k flat[#flat + 1] = v end
+      local back = server:cmd("XADD", tasks_stream(Q), "*", table.unpack(flat))
+      w:wait_line({ "refused", back, "unsigned" })
+      assert.equal("later", result(ex:submit(function() return "later" end)))
+      assert.equal(1, count_lines(runs))
+    end)
+
+    it("do not stop a task whose worker died from running again (the same entry, redelivered)", function()
+      local ex = redis { url = server.url, queue = Q, secret = SECRET }
+      local opts = { queue = Q, workers = 1, claim_idle = 1, heartbeat = 0.2, secret = SECRET }
+      local a = R.worker(server.url, named(opts, "first"))
+      local dir = scratch()
+      local marker, release = dir .. "/attempts", dir .. "/release"
+      local f = track(ex:submit(function(path, rel)
+        append(path, "run\n")
+        await_file(rel)
+        return "done"
+      end, marker, release))
+      R.wait_until("the first attempt", WAIT, function() return count_lines(marker) >= 1 end,
+                   R.logs)
+      a:kill()
+      a:wait_exit(WAIT)
+      local b = R.worker(server.url, named(opts, "second"))
+      R.wait_until("the second attempt", WAIT, function() return count_lines(marker) >= 2 end,
+                   R.logs)
+      append(release)
+      assert.equal("done", result(f))
+      assert.equal(2, f:info().attempts)
+      assert.is_nil(b:log():find("refused", 1, true), b:log())
+    end)
+  end)
+
+  describe("message_ttl", function()
+    it("fails a task whose message expired before a worker took it, by the server's clock", function()
+      local ex = redis { url = server.url, queue = Q, secret = SECRET, message_ttl = 1 }
+      local side = scratch() .. "/side"
+      local fields, f = capture(server, ex, Q, function(path) append(path, "ran") end, side)
+      local a = task_address(fields.m)
+      R.wait_until("the server's clock to pass the task's expiry", WAIT,
+                   function() return server_time(server) > a.expires + 0.01 end)
+      local w = R.worker(server.url, { queue = Q, workers = 1, secret = SECRET })
+      local id = server:cmd("XADD", tasks_stream(Q), "*", "m", fields.m, "s", fields.s)
+      local err = bounded_exception(f)
+      assert.truthy(weft.is(err, "broken"), util.text(err))
+      assert.truthy(mentions_any(err, { "expired" }), util.text(err))
+      assert.truthy(mentions_any(err, { "message_ttl 1 s" }), util.text(err))
+      w:wait_line({ "refused", id, "expired" })
+      assert.is_false(exists(side))
+      -- A fresh task of the same executor runs.
+      assert.equal("fresh", result(ex:submit(function() return "fresh" end)))
+    end)
+
+    it("is 24 hours by default", function()
+      local ex = redis { url = server.url, queue = Q, secret = SECRET }
+      local fields = capture(server, ex, Q, function() return 1 end)
+      local left = task_address(fields.m).expires - server_time(server)
+      assert.truthy(left > 86400 - WAIT and left <= 86400 + 1, tostring(left))
     end)
   end)
 end)

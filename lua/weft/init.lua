@@ -152,10 +152,10 @@ function weft.processes(opts)
 end
 
 local redis_opts = { url = true, queue = true, secret = true, timeout = true,
-                     result_ttl = true, max_deliveries = true, name = true,
+                     result_ttl = true, message_ttl = true, max_deliveries = true, name = true,
                      reconnect_window = true, max_message = true, allow_eviction = true }
 
---- weft.redis{url=, queue=, secret=, timeout=, result_ttl=, max_deliveries=, name=,
+--- weft.redis{url=, queue=, secret=, timeout=, result_ttl=, message_ttl=, max_deliveries=, name=,
 ---             reconnect_window=, max_message=, allow_eviction=}:
 --- tasks go to a Redis stream and run on `weft worker` processes anywhere.
 --- url: "redis://[user:password@]host[:port][/db][?queue=q]" or
@@ -177,6 +177,11 @@ function weft.redis(opts)
   if ttl ~= nil and (type(ttl) ~= "number" or ttl ~= ttl or ttl < 1 or ttl > 2^31) then
     raise("config", "%s: result_ttl must be a number of seconds from 1 to 2^31, got %s", what,
           tostring(ttl))
+  end
+  local mttl = opts.message_ttl
+  if mttl ~= nil and (type(mttl) ~= "number" or mttl ~= mttl or mttl < 1 or mttl > 2^31) then
+    raise("config", "%s: message_ttl must be a number of seconds from 1 to 2^31, got %s", what,
+          tostring(mttl))
   end
   local md = opts.max_deliveries
   if md ~= nil and (math_type(md) ~= "integer" or md < 1 or md > 1000000) then
@@ -201,7 +206,7 @@ function weft.redis(opts)
   if secret == "" then secret = nil end
   return core.pool("redis", 1, opts.name, nil, nil, timeout,
                    { url = opts.url, queue = opts.queue, secret = secret,
-                     result_ttl = ttl, max_deliveries = md, reconnect_window = rw,
+                     result_ttl = ttl, message_ttl = mttl, max_deliveries = md, reconnect_window = rw,
                      max_message = mm, allow_eviction = opts.allow_eviction })
 end
 

@@ -49,7 +49,10 @@ options:
 
 environment: WEFT_SECRET, the secret messages are signed with (the same as
 the clients').  Without it, anyone who can write to the queue can run code
-on this machine.
+on this machine.  A task this worker cannot take (unsigned while it has a
+secret, signed while it has none or with another secret, another weft
+version's, expired, or a replay) is refused: moved to the dead-letter
+stream, never run, and its client's future fails with the reason.
 
 Delivery is at least once: a task whose worker dies is run again by
 another, so tasks should be idempotent.  SIGTERM (or Ctrl-C) stops taking

@@ -1591,7 +1591,7 @@ static void read_procs_opts(lua_State *L, int t, procs_opts *o, char *path, size
 }
 
 /* A Redis executor's client, from the options at index t (checked by
- * weft.redis): url, queue, secret, result_ttl, max_deliveries,
+ * weft.redis): url, queue, secret, result_ttl, message_ttl, max_deliveries,
  * reconnect_window. */
 static void start_redis(lua_State *L, pool *p, int t) {
   rclient_opts o;
@@ -1604,6 +1604,7 @@ static void start_redis(lua_State *L, pool *p, int t) {
   if (lua_getfield(L, t, "queue") == LUA_TSTRING) o.queue = lua_tostring(L, -1);
   if (lua_getfield(L, t, "secret") == LUA_TSTRING) o.secret = lua_tolstring(L, -1, &o.secret_len);
   o.result_ttl = opt_number(L, t, "result_ttl", 3600);
+  o.message_ttl = opt_number(L, t, "message_ttl", 86400);
   o.max_deliveries = (int)opt_number(L, t, "max_deliveries", 3);
   o.reconnect_window = opt_number(L, t, "reconnect_window", 60);
   o.max_message = opt_number(L, t, "max_message", 0);

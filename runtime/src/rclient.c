@@ -38,6 +38,9 @@ typedef struct rtask {
   uint32_t seq;
   int sent;                      /* the XADD was answered: entry holds the id */
   char entry[48];
+  unsigned char nonce[RMSG_NONCE];   /* drawn once: every copy sent carries it */
+  _Atomic double expires;        /* of the copy sent last (server clock); the
+                                    sender writes it, the listener reads it */
 } rtask;
 
 typedef struct rclient {
@@ -51,6 +54,8 @@ typedef struct rclient {
   size_t max_message;            /* bytes a task message may have */
   char limit_why[200];           /* where that limit comes from */
   double ttl;
+  double message_ttl;            /* seconds a task may wait for a worker */
+  double clock_offset;           /* the server's clock minus ours, s */
   int max_deliveries;
   int efd;                       /* wakes the sender */
   atomic_int stop;               /* abort: the threads leave now */
@@ -69,7 +74,7 @@ typedef struct rclient {
   pthread_mutex_t cmd_lock;
   rconn cmd;
   /* Counters, for stats(). */
-  atomic_long completed, failed, timed_out, redelivered, dead_lettered;
+  atomic_long completed, failed, timed_out, redelivered, dead_lettered, refused;
   atomic_int down;               /* the listener has no connection */
 } rclient;
 
@@ -188,7 +193,7 @@ static void handle_log(rclient *rc, const char *elem, size_t len) {
   }
   if (seq_of(rc, l.id, &seq) != 0) return;
   pthread_mutex_lock(&rc->lock);
-  if ((rt = table_get(rc, seq)) != NULL) {
+  if ((rt = table_get(rc, seq)) != NULL && memcmp(rt->nonce, l.nonce.p, RMSG_NONCE) == 0) {
     f = rt->t->f;
     future_ref(f);
   }
@@ -218,10 +223,15 @@ static void handle_result(rclient *rc, const char *elem, size_t len) {
   }
   if (seq_of(rc, r.id, &seq) != 0) return;
   pthread_mutex_lock(&rc->lock);
-  if ((rt = table_take(rc, seq)) != NULL) {
+  /* Bound to the task: its id and its nonce, both signed with it. */
+  rt = table_get(rc, seq);
+  if (rt != NULL && memcmp(rt->nonce, r.nonce.p, RMSG_NONCE) == 0) {
+    table_take(rc, seq);
     owned = rt->sent;
     f = rt->t->f;
     future_ref(f);
+  } else {
+    rt = NULL;
   }
   pthread_mutex_unlock(&rc->lock);
   if (rt == NULL) return;   /* cancelled here already, or a second result */
@@ -249,11 +259,126 @@ out:
   }
 }
 
-/* One element of our list: a result, a log record, or the wake-up. */
+/* Refusal notices.  A worker that refuses a task (rworker.c, refuse)
+ * pushes an UNSIGNED notice to the task's client list, because the
+ * reason may be that it does not share our secret.  Anybody who can write
+ * to the server can push one too.  What such a writer (without the
+ * secret) can and cannot do with notices:
+ *
+ *   - it CAN fail a task this client still waits for, with kind broken:
+ *     it reads the task's id and nonce from the stream entry (they are
+ *     not secret) and pushes a notice naming them.  It could stop the
+ *     task from running anyway: delete its entry, or the whole stream.
+ *   - it CANNOT deliver a result, or change one: a notice is a type of
+ *     its own ('X'), read by its own parser (rmsg_parse_notice) into a
+ *     failure, never into a result; results and log records are read only
+ *     when they carry our HMAC over their bytes, task id and nonce
+ *     included.
+ *   - it CANNOT fail a task that is done (its future is settled: the
+ *     notice finds nothing in the table), a task of another client (ids
+ *     start with the client id), nor a later task of ours with the same
+ *     number (the nonce is drawn at random for each task).
+ *   - it CANNOT put words in front of the user: the reason is a code and
+ *     the message is ours; the worker name and entry id it carries are
+ *     cut to 100 printable bytes.
+ *
+ * So a notice can only turn "pending" into "failed, kind broken" for a
+ * task we wait for: less harm than deleting its entry (after which the
+ * task never runs, and waits for its timeout), and what the user of a
+ * task a worker refused expects to see. */
+
+/* Copies the bytes s into out as printable ASCII, at most 100 of them. */
+static void printable(rmsg_str s, char *out, size_t size) {
+  size_t i, n = s.len < 100 ? s.len : 100;
+  if (n >= size) n = size - 1;
+  for (i = 0; i < n; i++) out[i] = s.p[i] >= ' ' && s.p[i] < 127 ? s.p[i] : '?';
+  out[n] = '\0';
+}
+
+static void handle_notice(rclient *rc, const char *elem, size_t len) {
+  rmsg_notice n;
+  const char *why;
+  rtask *rt;
+  uint32_t seq;
+  future *f = NULL;
+  int owned = 0;
+  double expires = 0;
+  char worker[104], entry[104];
+  if (rmsg_parse_notice(elem, len, &n, &why) != 0) {
+    fprintf(stderr, "weft: ignored a notice on %s: %s\n", rc->keys.reply, why);
+    return;
+  }
+  if (seq_of(rc, n.id, &seq) != 0) return;
+  pthread_mutex_lock(&rc->lock);
+  rt = table_get(rc, seq);
+  if (rt != NULL && memcmp(rt->nonce, n.nonce.p, RMSG_NONCE) == 0) {
+    table_take(rc, seq);
+    owned = rt->sent;   /* (else the sender's, which frees it) */
+    f = rt->t->f;
+    expires = atomic_load(&rt->expires);
+    future_ref(f);
+  }
+  pthread_mutex_unlock(&rc->lock);
+  if (f == NULL) return;   /* done, cancelled, or not ours: nothing to fail */
+  printable(n.worker, worker, sizeof worker);
+  printable(n.entry, entry, sizeof entry);
+  atomic_fetch_add(&rc->refused, 1);
+#define REFUSED "worker %s refused the task (stream entry %s of %s): "
+  switch (n.reason) {
+    case RMSG_R_UNSIGNED:
+      settle_error(rc, f, WK_BROKEN,
+                   REFUSED "the task is not signed and the worker has a secret; give this "
+                           "executor the workers' secret (the secret option, or WEFT_SECRET)",
+                   worker, entry, rc->keys.stream);
+      break;
+    case RMSG_R_BAD_SIGNATURE:
+      settle_error(rc, f, WK_BROKEN,
+                   REFUSED "the task's signature does not match the worker's secret: this "
+                           "executor and the workers have different secrets (or the entry "
+                           "was altered on the server)",
+                   worker, entry, rc->keys.stream);
+      break;
+    case RMSG_R_NO_SECRET:
+      settle_error(rc, f, WK_BROKEN,
+                   REFUSED "the task is signed and the worker has no secret; start the "
+                           "workers with this executor's secret (WEFT_SECRET)",
+                   worker, entry, rc->keys.stream);
+      break;
+    case RMSG_R_VERSION:
+      settle_error(rc, f, WK_BROKEN,
+                   REFUSED "the worker reads weft message format %d and this executor "
+                           "writes format %d; run the same weft version on both sides",
+                   worker, entry, rc->keys.stream, n.version, RMSG_VERSION);
+      break;
+    case RMSG_R_EXPIRED:
+      settle_error(rc, f, WK_BROKEN,
+                   REFUSED "a worker took the task %.0f s after its message expired "
+                           "(message_ttl %g s, by the Redis server's clock): it waited in "
+                           "the stream longer than message_ttl",
+                   worker, entry, rc->keys.stream, n.at - expires, rc->message_ttl);
+      break;
+    default:
+      settle_error(rc, f, WK_BROKEN, REFUSED "the worker cannot read the task message", worker,
+                   entry, rc->keys.stream);
+      break;
+  }
+#undef REFUSED
+  future_unref(f);
+  if (owned) {
+    pool_task_done(rc->p, rt->t);
+    free(rt);
+  }
+}
+
+/* One element of our list: a result, a log record, a refusal notice, or
+ * the wake-up. */
 static void handle_element(rclient *rc, const char *elem, size_t len) {
+  int type = rmsg_type(elem, len);
   if (len == 1 && elem[0] == WAKE[0]) return;
-  if (rmsg_type(elem, len) == 'L')
+  if (type == 'L')
     handle_log(rc, elem, len);
+  else if (type == 'X')
+    handle_notice(rc, elem, len);
   else
     handle_result(rc, elem, len);
 }
@@ -398,6 +523,11 @@ static int encode_task(rclient *rc, rtask *rt, buf *b, unsigned char sig[RMSG_SI
   m.id.len = strlen(id);
   m.reply.p = rc->keys.reply;
   m.reply.len = strlen(rc->keys.reply);
+  m.nonce.p = (const char *)rt->nonce;
+  m.nonce.len = RMSG_NONCE;
+  /* (whole milliseconds: the worker passes it on to a script as text) */
+  m.expires = floor((rkeys_wallclock() + rc->clock_offset + rc->message_ttl) * 1000) / 1000;
+  atomic_store(&rt->expires, m.expires);
   m.name.p = future_name(t->f) ? future_name(t->f) : "";
   m.name.len = strlen(m.name.p);
   m.timeout = t->timeout;
@@ -482,6 +612,7 @@ static rtask *next_to_send(rclient *rc, rtask **resend) {
     }
     rt->t = t;
     rt->timeout = t->timeout;
+    randombytes_buf(rt->nonce, sizeof rt->nonce);
     do rt->seq = ++rc->next_seq; while (rt->seq == 0 || table_get(rc, rt->seq));
     t->f->claim_id = rt->seq;
     atomic_store_explicit(&t->f->attempts, 1, memory_order_relaxed);
@@ -694,6 +825,21 @@ static rconn *owner_conn(rclient *rc) {
   return rconn_ready(&rc->cmd, atomic_load(&rc->down) ? 0 : CMD_TIMEOUT);
 }
 
+/* The server's clock minus ours (TIME, halfway through the round trip):
+ * a task's expiry is stamped and checked by the server's clock, so the
+ * clocks of clients and workers need not agree.  0 when it cannot tell. */
+static double server_clock_offset(rconn *c) {
+  double before = rkeys_wallclock(), after;
+  redisReply *r = rconn_cmdf(c, "TIME");
+  double offset = 0;
+  after = rkeys_wallclock();
+  if (r && r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
+      r->element[0]->type == REDIS_REPLY_STRING && r->element[1]->type == REDIS_REPLY_STRING)
+    offset = atof(r->element[0]->str) + atof(r->element[1]->str) / 1e6 - (before + after) / 2;
+  if (r) freeReplyObject(r);
+  return offset;
+}
+
 int rclient_start(pool *p, rclient_opts *o, int *kind, char *err, size_t errlen) {
   rclient *rc = calloc(1, sizeof *rc);
   unsigned char id[8];
@@ -727,6 +873,7 @@ int rclient_start(pool *p, rclient_opts *o, int *kind, char *err, size_t errlen)
   rkeys_reply(&rc->keys, rc->cid);
   rc->ttl = o->result_ttl;
   rc->window = o->reconnect_window > 0 ? o->reconnect_window : 60;
+  rc->message_ttl = o->message_ttl > 0 ? o->message_ttl : 86400;
   rc->max_deliveries = o->max_deliveries;
   rc->nbuckets = 64;
   if ((rc->buckets = calloc(rc->nbuckets, sizeof *rc->buckets)) == NULL ||
@@ -781,6 +928,7 @@ int rclient_start(pool *p, rclient_opts *o, int *kind, char *err, size_t errlen)
       return -1;
     }
   }
+  rc->clock_offset = server_clock_offset(&rc->cmd);   /* (it serves by now) */
   if ((rc_ = pool_start_thread(p, &rc->sender, sender_main, rc, 0)) == 0) {
     rc->started = 1;
     if ((rc_ = pool_start_thread(p, &rc->listener, listener_main, rc, 0)) == 0) rc->started = 2;
@@ -1054,6 +1202,7 @@ void rclient_stats(lua_State *L, pool *p) {
   set_int(L, "completed", atomic_load(&rc->completed));
   set_int(L, "redelivered", atomic_load(&rc->redelivered));
   set_int(L, "dead_lettered", atomic_load(&rc->dead_lettered));
+  set_int(L, "refused", atomic_load(&rc->refused));
   if (workers >= 0) set_int(L, "workers", workers);
   if (busy >= 0) set_int(L, "busy", busy);
   if (backlog >= 0) set_int(L, "backlog", backlog < 0 ? 0 : backlog);

@@ -38,6 +38,7 @@ typedef struct rclient_opts {
   const char *secret;          /* NULL or "": messages are not signed */
   size_t secret_len;
   double result_ttl;           /* seconds results are kept on the server */
+  double message_ttl;          /* seconds a task may wait for a worker (0: 24 h) */
   int max_deliveries;
   double reconnect_window;     /* seconds the server may be away before tasks fail */
   int allow_eviction;          /* a server that may evict keys: warn, not refuse */

@@ -9,6 +9,10 @@
  *   weft:q:client:<client>  a client's result list (it blocks on it)
  *   weft:q:kill             kill marks: task id -> 1 (forced cancels)
  *   weft:q:workers          live workers: consumer -> expiry (wallclock)
+ *   weft:q:seen:<nonce>     the stream entry a task (by its nonce, hex) was
+ *                           first taken from, kept until a while after the
+ *                           task's message expires: a copy of the task
+ *                           under another entry id is a replay
  */
 #ifndef WEFT_RKEYS_H
 #define WEFT_RKEYS_H
@@ -22,7 +26,7 @@
 
 typedef struct rkeys {
   char queue[RKEYS_QUEUE_MAX + 1];
-  char stream[128], dead[128], result[128], kill[128], workers[128];
+  char stream[128], dead[128], result[128], kill[128], workers[128], seen[128];
   char reply[160];
 } rkeys;
 
@@ -46,6 +50,7 @@ static inline int rkeys_init(rkeys *k, const char *queue, char *err, size_t errl
   snprintf(k->result, sizeof k->result, "weft:%s:result:", queue);
   snprintf(k->kill, sizeof k->kill, "weft:%s:kill", queue);
   snprintf(k->workers, sizeof k->workers, "weft:%s:workers", queue);
+  snprintf(k->seen, sizeof k->seen, "weft:%s:seen:", queue);
   k->reply[0] = '\0';
   return 0;
 }

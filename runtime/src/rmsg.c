@@ -49,7 +49,8 @@ static int put_s(buf *b, rmsg_str s) { return buf_put_str(b, s.p, s.len); }
 
 int rmsg_put_task(buf *b, const rmsg_task *t, const char *const *deps, const size_t *deplens) {
   uint32_t i;
-  int bad = put_head(b, 'T') || put_s(b, t->id) || put_s(b, t->reply) || put_s(b, t->name) ||
+  int bad = put_head(b, 'T') || put_s(b, t->id) || put_s(b, t->reply) || put_s(b, t->nonce) ||
+            put_f64(b, t->expires) || put_s(b, t->name) ||
             put_f64(b, t->timeout) || buf_put_u32(b, t->retries) ||
             buf_put_u32(b, t->ndelays);
   for (i = 0; !bad && i < t->ndelays; i++) bad = put_f64(b, t->delays[i]);
@@ -70,20 +71,27 @@ static int end_element(buf *b, const rmsg_key *k, size_t at) {
 
 int rmsg_put_result(buf *b, const rmsg_key *k, const rmsg_result *r) {
   size_t at = b->len;
-  if (put_head(b, 'R') || put_s(b, r->id) || buf_putc(b, r->state) || buf_putc(b, r->flags) ||
-      buf_put_u32(b, r->deliveries) || put_s(b, r->worker) || put_f64(b, r->started) ||
-      put_f64(b, r->finished) || put_s(b, r->outcome))
+  if (put_head(b, 'R') || put_s(b, r->id) || put_s(b, r->nonce) || buf_putc(b, r->state) ||
+      buf_putc(b, r->flags) || buf_put_u32(b, r->deliveries) || put_s(b, r->worker) ||
+      put_f64(b, r->started) || put_f64(b, r->finished) || put_s(b, r->outcome))
     return -1;
   return end_element(b, k, at);
 }
 
 int rmsg_put_log(buf *b, const rmsg_key *k, const rmsg_log *l) {
   size_t at = b->len;
-  if (put_head(b, 'L') || put_s(b, l->id) || buf_putc(b, l->level) ||
+  if (put_head(b, 'L') || put_s(b, l->id) || put_s(b, l->nonce) || buf_putc(b, l->level) ||
       buf_put_u32(b, l->attempt) || put_f64(b, l->time) || put_s(b, l->worker) ||
       put_s(b, l->message))
     return -1;
   return end_element(b, k, at);
+}
+
+int rmsg_put_notice(buf *b, const rmsg_notice *n) {
+  return put_head(b, 'X') || put_s(b, n->id) || put_s(b, n->nonce) || buf_putc(b, n->reason) ||
+                 put_f64(b, n->at) || put_s(b, n->worker) || put_s(b, n->entry)
+             ? -1
+             : 0;
 }
 
 /* --- reading -------------------------------------------------------------- */
@@ -128,6 +136,26 @@ static int get_head(frame_reader *r, char type, const char **why) {
 /* A timeout or delay as a sender may mean it: a number, not NaN. */
 static int bad_seconds(double v) { return isnan(v) || v > 1e9; }
 
+/* The id, reply and nonce every task from version 2 on starts with. */
+static int get_address(frame_reader *r, rmsg_str *id, rmsg_str *reply, rmsg_str *nonce) {
+  *id = get_s(r);
+  *reply = get_s(r);
+  *nonce = get_s(r);
+  return r->bad || id->len == 0 || id->len > 200 || reply->len == 0 || reply->len > 400 ||
+                 nonce->len != RMSG_NONCE
+             ? -1
+             : 0;
+}
+
+int rmsg_task_address(const char *m, size_t len, rmsg_str *id, rmsg_str *reply,
+                      rmsg_str *nonce, int *version) {
+  frame_reader r = {(const unsigned char *)m, (const unsigned char *)m + len, 0};
+  if (len < 5 || memcmp(m, MAGIC, 3) != 0 || (unsigned char)m[3] < 2 || m[4] != 'T') return -1;
+  *version = (unsigned char)m[3];
+  r.p += 5;
+  return get_address(&r, id, reply, nonce);
+}
+
 int rmsg_parse_task(const rmsg_key *k, const char *m, size_t len, const char *sig,
                     size_t siglen, rmsg_task *t, const char **why) {
   frame_reader r = {(const unsigned char *)m, (const unsigned char *)m + len, 0};
@@ -135,25 +163,35 @@ int rmsg_parse_task(const rmsg_key *k, const char *m, size_t len, const char *si
   if (k->set) {
     if (sig == NULL) {
       *why = "unsigned message (this worker has a secret)";
-      return -1;
+      return RMSG_R_UNSIGNED;
     }
     if (siglen != RMSG_SIG || !verify(k, m, len, sig)) {
       *why = "bad signature (tampered, or signed with another secret)";
-      return -1;
+      return RMSG_R_BAD_SIGNATURE;
     }
+  } else if (sig != NULL) {
+    *why = "signed message (this worker has no secret)";
+    return RMSG_R_NO_SECRET;
   }
   memset(t, 0, sizeof *t);
-  if (get_head(&r, 'T', why)) return -1;
-  t->id = get_s(&r);
-  t->reply = get_s(&r);
+  if (len >= 5 && memcmp(m, MAGIC, 3) == 0 && m[4] == 'T' && m[3] != RMSG_VERSION) {
+    *why = "a task of another message format version";
+    return RMSG_R_VERSION;
+  }
+  if (get_head(&r, 'T', why)) return RMSG_R_MALFORMED;
+  if (get_address(&r, &t->id, &t->reply, &t->nonce) != 0) {
+    *why = "malformed task header";
+    return RMSG_R_MALFORMED;
+  }
+  t->expires = get_f64(&r);
   t->name = get_s(&r);
   t->timeout = get_f64(&r);
   t->retries = frame_u32(&r);
   t->ndelays = frame_u32(&r);
   if (r.bad || t->ndelays > RMSG_MAX_DELAYS || bad_seconds(t->timeout) || t->retries > 1000000 ||
-      t->id.len == 0 || t->id.len > 200 || t->reply.len == 0 || t->reply.len > 400) {
+      !(t->expires >= 0 && t->expires < 1e11)) {
     *why = "malformed task header";
-    return -1;
+    return RMSG_R_MALFORMED;
   }
   for (i = 0; i < t->ndelays; i++) {
     t->delays[i] = get_f64(&r);
@@ -165,7 +203,7 @@ int rmsg_parse_task(const rmsg_key *k, const char *m, size_t len, const char *si
   t->ndeps = frame_u32(&r);
   if (r.bad || t->ndeps > RMSG_MAX_DEPS || t->ttl == 0) {
     *why = "malformed task header";
-    return -1;
+    return RMSG_R_MALFORMED;
   }
   t->deps = r.p;
   for (i = 0; i < t->ndeps && !r.bad; i++) (void)get_s(&r);
@@ -173,7 +211,7 @@ int rmsg_parse_task(const rmsg_key *k, const char *m, size_t len, const char *si
   t->message = get_s(&r);
   if (r.bad || r.p != r.end) {
     *why = r.bad ? "truncated task message" : "trailing bytes after the task message";
-    return -1;
+    return RMSG_R_MALFORMED;
   }
   return 0;
 }
@@ -209,13 +247,14 @@ int rmsg_parse_log(const rmsg_key *k, const char *m, size_t len, rmsg_log *l, co
   memset(l, 0, sizeof *l);
   if (open_element(k, m, len, 'L', &r, why)) return -1;
   l->id = get_s(&r);
+  l->nonce = get_s(&r);
   l->level = frame_u8(&r);
   l->attempt = frame_u32(&r);
   l->time = get_f64(&r);
   l->worker = get_s(&r);
   l->message = get_s(&r);
-  if (r.bad || r.p != r.end) {
-    *why = "truncated log message";
+  if (r.bad || r.p != r.end || l->nonce.len != RMSG_NONCE) {
+    *why = r.bad || r.p != r.end ? "truncated log message" : "malformed log message";
     return -1;
   }
   return 0;
@@ -227,6 +266,7 @@ int rmsg_parse_result(const rmsg_key *k, const char *m, size_t len, rmsg_result 
   memset(res, 0, sizeof *res);
   if (open_element(k, m, len, 'R', &r, why)) return -1;
   res->id = get_s(&r);
+  res->nonce = get_s(&r);
   res->state = frame_u8(&r);
   res->flags = frame_u8(&r);
   res->deliveries = frame_u32(&r);
@@ -238,12 +278,44 @@ int rmsg_parse_result(const rmsg_key *k, const char *m, size_t len, rmsg_result 
     *why = "truncated result message";
     return -1;
   }
+  if (res->nonce.len != RMSG_NONCE) {
+    *why = "malformed result message";
+    return -1;
+  }
   if (res->state != FS_FINISHED && res->state != FS_FAILED && res->state != FS_CANCELLED) {
     *why = "a result in an unknown state";
     return -1;
   }
   if (res->state != FS_CANCELLED && res->outcome.len == 0) {
     *why = "a result without its outcome";
+    return -1;
+  }
+  return 0;
+}
+
+int rmsg_parse_notice(const char *m, size_t len, rmsg_notice *n, const char **why) {
+  frame_reader r = {(const unsigned char *)m, (const unsigned char *)m + len, 0};
+  memset(n, 0, sizeof *n);
+  /* Any version from 2 on: the layout of a notice does not change. */
+  if (len < 5 || memcmp(m, MAGIC, 3) != 0 || (unsigned char)m[3] < 2 || m[4] != 'X') {
+    *why = "not a refusal notice";
+    return -1;
+  }
+  n->version = (unsigned char)m[3];
+  r.p += 5;
+  n->id = get_s(&r);
+  n->nonce = get_s(&r);
+  n->reason = frame_u8(&r);
+  n->at = get_f64(&r);
+  n->worker = get_s(&r);
+  n->entry = get_s(&r);
+  if (r.bad || r.p != r.end) {
+    *why = "truncated refusal notice";
+    return -1;
+  }
+  if (n->id.len == 0 || n->id.len > 200 || n->nonce.len != RMSG_NONCE || n->reason < 1 ||
+      n->reason >= RMSG_R_MAX || n->worker.len > 200 || n->entry.len > 48 || isnan(n->at)) {
+    *why = "malformed refusal notice";
     return -1;
   }
   return 0;

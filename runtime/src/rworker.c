@@ -49,6 +49,13 @@ typedef struct entry {
   /* The owner's, once parsed: */
   char *reply;
   uint32_t ttl;
+  char nonce[RMSG_NONCE];
+  double expires;                  /* (server clock) */
+  /* Whether it may run, as the fetcher found before handing it in
+   * (prejudge): V_NONE when it did not ask, else the server's verdict. */
+  int verdict;
+  double verdict_at;               /* V_EXPIRED: the server's time */
+  char seen_in[48];                /* V_SEEN: the entry that has its nonce */
   future *f;                       /* the local task's future */
   int fref;                        /* its userdata in the registry */
   int answered;                    /* its result message is made (w->done) */
@@ -92,6 +99,7 @@ typedef struct rworker {
   /* The owner's: */
   rconn cmd;
   entry *done, *done_tail;         /* results to write */
+  entry *retry;                    /* parsed, not admitted yet (server away) */
   struct outlog *logs, **logs_tail;   /* log messages to send before them */
   long served, refused;
 } rworker;
@@ -213,6 +221,11 @@ static void hand_in(rworker *w, entry *list) {
   pthread_mutex_unlock(&w->lock);
   wake_owner(w);
 }
+
+/* Verdicts on entries (ADMIT_LUA). */
+enum { V_NONE, V_OK, V_SEEN, V_EXPIRED };
+
+static void prejudge(rworker *w, rconn *c, entry *list);
 
 /* === the fetcher ======================================================== */
 
@@ -348,6 +361,7 @@ static void *fetch_main(void *arg) {
     if (weft_now() - last_claim >= w->claim_idle / 2) {
       last_claim = weft_now();
       if ((list = claim(w, &conn, room)) != NULL) {
+        prejudge(w, &conn, list);
         hand_in(w, list);
         continue;
       }
@@ -387,7 +401,10 @@ static void *fetch_main(void *arg) {
           }
         }
       }
-      if (list) hand_in(w, list);
+      if (list) {
+        prejudge(w, &conn, list);
+        hand_in(w, list);
+      }
     }
     freeReplyObject(r);
   }
@@ -524,13 +541,60 @@ static const char RESULT_LUA[] =
     "end\n"
     "return 1\n";
 
-/* Moves an entry to the dead-letter stream. */
+/* Moves an entry to the dead-letter stream, and pushes a refusal notice
+ * to its client's list when there is one (ARGV[8..10]: the list, the
+ * notice, the list's TTL should it have none).  A dead letter keeps the
+ * message but never its signature (field `signature` says what the
+ * worker found): put back on the task stream, it is an unsigned entry,
+ * which a worker with a secret refuses. */
 static const char DEAD_LUA[] =
-    "redis.call('XADD', KEYS[2], '*', 'm', ARGV[3], 's', ARGV[4], 'reason', ARGV[5],\n"
-    "           'deliveries', ARGV[6], 'consumer', ARGV[7], 'entry', ARGV[2])\n"
+    "redis.call('XADD', KEYS[2], '*', 'm', ARGV[3], 'reason', ARGV[4], 'signature', ARGV[7],\n"
+    "           'deliveries', ARGV[5], 'consumer', ARGV[6], 'entry', ARGV[2])\n"
     "redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])\n"
     "redis.call('XDEL', KEYS[1], ARGV[2])\n"
+    "if ARGV[8] then\n"
+    "  redis.call('RPUSH', ARGV[8], ARGV[9])\n"
+    "  if redis.call('TTL', ARGV[8]) < 0 then redis.call('EXPIRE', ARGV[8], ARGV[10]) end\n"
+    "end\n"
     "return 1\n";
+
+/* Admits entries to run, or tells why not, by the server's clock: per
+ * entry, ARGV holds its seen key (rkeys.h), its stream entry id and its
+ * message's expiry; ARGV[1] is how long a seen mark outlives the expiry.
+ * An entry whose nonce was first taken from this very entry id is a
+ * redelivery (its worker died, another claimed it: the consumer group
+ * delivers the same entry id again) and runs again, expired or not; a
+ * nonce first taken from another entry id is a replay (the same signed
+ * bytes added again); otherwise an expired message is refused and a
+ * fresh one marked.  The mark lives GRACE seconds past the expiry: after
+ * that, the expiry alone refuses a copy.  Answers per entry "ok",
+ * "seen <entry>" or "expired <server time>". */
+static const char ADMIT_LUA[] =
+    "local t = redis.call('TIME')\n"
+    "local now = tonumber(t[1]) + tonumber(t[2]) / 1000000\n"
+    "local grace = tonumber(ARGV[1])\n"
+    "local out = {}\n"
+    "for i = 2, #ARGV, 3 do\n"
+    "  local key, entry, expires = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])\n"
+    "  local left = math.max(math.ceil(expires - now), 0)\n"
+    "  if now <= expires and redis.call('SET', key, entry, 'NX', 'EX', left + grace) then\n"
+    "    out[#out + 1] = 'ok'\n"   /* (the common case: one call) */
+    "  else\n"
+    "    local held = redis.call('GET', key)\n"
+    "    if held == entry then\n"
+    "      redis.call('EXPIRE', key, left + grace)\n"
+    "      out[#out + 1] = 'ok'\n"
+    "    elseif held then\n"
+    "      out[#out + 1] = 'seen ' .. held\n"
+    "    else\n"
+    "      out[#out + 1] = string.format('expired %.3f', now)\n"
+    "    end\n"
+    "  end\n"
+    "end\n"
+    "return out\n";
+
+/* Seconds a seen mark outlives its message's expiry (ADMIT_LUA). */
+#define SEEN_GRACE "300"
 
 static rconn *owner_conn(rworker *w, double patience) { return rconn_ready(&w->cmd, patience); }
 
@@ -551,6 +615,8 @@ static int forward_log(void *ctx, const log_record *r) {
   memset(&l, 0, sizeof l);
   l.id.p = e->task;
   l.id.len = strlen(e->task);
+  l.nonce.p = e->nonce;
+  l.nonce.len = RMSG_NONCE;
   l.level = r->level;
   l.attempt = (uint32_t)r->attempt;
   l.time = r->time;
@@ -680,6 +746,8 @@ static void result_now(rworker *w, entry *e, int state, weft_kind kind, int flag
   memset(&r, 0, sizeof r);
   r.id.p = e->task;
   r.id.len = strlen(e->task);
+  r.nonce.p = e->nonce;
+  r.nonce.len = RMSG_NONCE;
   r.state = state == FS_FAILED && data == NULL ? FS_CANCELLED : state;
   r.flags = flags;
   r.deliveries = e->deliveries;
@@ -693,19 +761,61 @@ static void result_now(rworker *w, entry *e, int state, weft_kind kind, int flag
   queue_result(w, e);
 }
 
-/* Moves e to the dead-letter stream, with `reason`; 0 when done. */
-static int dead_letter(rworker *w, entry *e, const char *reason) {
-  char deliveries[16];
-  const char *argv[12] = {"EVAL", DEAD_LUA, "2", w->keys.stream, w->keys.dead, RKEYS_GROUP,
-                          e->id, e->m, e->s ? e->s : "", reason, deliveries, w->consumer};
-  size_t lens[12];
-  rconn *c = owner_conn(w, CMD_TIMEOUT);
+/* What the worker found of e's signature, for its dead letter. */
+static const char *signature_word(rworker *w, entry *e, int code) {
+  if (code == RMSG_R_UNSIGNED) return "none";
+  if (code == RMSG_R_BAD_SIGNATURE) return "bad";
+  if (!w->key.set) return e->s ? "not checked (signed; this worker has no secret)" : "none";
+  return "verified";
+}
+
+/* Moves e to the dead-letter stream, with `reason`; `code` is the
+ * RMSG_R_* reason to tell its client, or 0 to tell nobody; `at` when it
+ * was refused (server clock, 0: now).  0 when done. */
+static int dead_letter(rworker *w, entry *e, const char *reason, int code, double at) {
+  char deliveries[16], ttl[16], list[512];
+  const char *argv[15] = {"EVAL", DEAD_LUA, "2", w->keys.stream, w->keys.dead, RKEYS_GROUP,
+                          e->id, e->m, reason, deliveries, w->consumer,
+                          signature_word(w, e, code), list, NULL, ttl};
+  size_t lens[15];
+  rmsg_str id, reply, nonce;
+  int version, argc = 12;
+  size_t plen = strlen(w->keys.stream) - strlen("tasks");
+  buf notice = BUF_INIT;
+  rconn *c;
   redisReply *r;
   int i, ok;
   snprintf(deliveries, sizeof deliveries, "%u", e->deliveries);
-  for (i = 0; i < 12; i++)   /* (m and s are bytes, not strings) */
-    lens[i] = i == 7 ? e->mlen : i == 8 ? (e->s ? e->slen : 0) : strlen(argv[i]);
-  if (c == NULL || (r = rconn_cmd(c, 12, argv, lens)) == NULL) return -1;
+  /* The notice goes to the list the message names (read without trusting
+   * it: see rclient.c, "Refusal notices"), and only to a client list of
+   * this queue. */
+  if (code > 0 && rmsg_task_address(e->m, e->mlen, &id, &reply, &nonce, &version) == 0 &&
+      reply.len > plen + 7 && reply.len < sizeof list &&
+      memcmp(reply.p, w->keys.stream, plen) == 0 && memcmp(reply.p + plen, "client:", 7) == 0) {
+    rmsg_notice n;
+    memset(&n, 0, sizeof n);
+    n.id = id;
+    n.nonce = nonce;
+    n.reason = code;
+    n.at = at > 0 ? at : rkeys_wallclock();
+    n.worker.p = w->consumer;
+    n.worker.len = strlen(w->consumer);
+    n.entry.p = e->id;
+    n.entry.len = strlen(e->id);
+    if (rmsg_put_notice(&notice, &n) == 0) {
+      memcpy(list, reply.p, reply.len);
+      list[reply.len] = '\0';
+      snprintf(ttl, sizeof ttl, "%u", e->ttl ? e->ttl : 3600u);
+      argv[13] = notice.data;
+      argc = 15;
+    }
+  }
+  for (i = 0; i < argc; i++)   /* (m and the notice are bytes, not strings) */
+    lens[i] = i == 7 ? e->mlen : i == 13 ? notice.len : strlen(argv[i]);
+  c = owner_conn(w, CMD_TIMEOUT);
+  r = c ? rconn_cmd(c, argc, argv, lens) : NULL;
+  buf_free(&notice);
+  if (r == NULL) return -1;
   ok = r->type != REDIS_REPLY_ERROR;
   if (!ok) say(w, "cannot move entry %s to %s: %s", e->id, w->keys.dead, r->str);
   freeReplyObject(r);
@@ -727,6 +837,8 @@ static int on_done(lua_State *L) {
   memset(&r, 0, sizeof r);
   r.id.p = e->task;
   r.id.len = strlen(e->task);
+  r.nonce.p = e->nonce;
+  r.nonce.len = RMSG_NONCE;
   r.state = state;
   r.deliveries = e->deliveries;
   if (m)
@@ -834,55 +946,149 @@ static int killed(rworker *w, const char *task) {
   return yes;
 }
 
-static void refuse(rworker *w, entry *e, const char *why) {
+/* Refuses e: it never runs; it goes to the dead letters, and with a
+ * code (RMSG_R_*) its client is told why (dead_letter).  `at`: when, by
+ * the server's clock (0: now, by ours). */
+static void refuse(rworker *w, entry *e, int code, double at, const char *why) {
   w->refused++;
   say(w, "refused entry %s of %s: %s; moved to %s, not run", e->id, w->keys.stream, why,
       w->keys.dead);
-  dead_letter(w, e, why);
+  dead_letter(w, e, why, code, at);
   release(w, e);
 }
 
-static void take_entry(rworker *w, entry *e) {
-  lua_State *L = w->L;
-  rmsg_task t;
+/* Reads e's task into t, or refuses e (-1).  The first time (e->reply
+ * NULL) it also keeps what e needs beyond t: its reply list, result TTL,
+ * nonce and expiry. */
+static int check_entry(rworker *w, entry *e, rmsg_task *t) {
   const char *why;
   size_t plen = strlen(w->keys.stream) - strlen("tasks");
-  char msg[400];
-  if (rmsg_parse_task(&w->key, e->m, e->mlen, e->s, e->slen, &t, &why) != 0) {
-    refuse(w, e, why);
-    return;
+  int code = rmsg_parse_task(&w->key, e->m, e->mlen, e->s, e->slen, t, &why);
+  if (code != 0) {
+    refuse(w, e, code, 0, why);
+    return -1;
   }
+  if (e->reply) return 0;   /* (read before: a retry) */
   /* A reply list must be a client list of this queue: a message may not
-   * make the worker write anywhere else. */
-  if (t.reply.len <= plen + 7 || memcmp(t.reply.p, w->keys.stream, plen) != 0 ||
-      memcmp(t.reply.p + plen, "client:", 7) != 0) {
-    refuse(w, e, "its reply list is not a client list of this queue");
-    return;
+   * make the worker write anywhere else.  A signed task naming another
+   * queue's list was copied from that queue, where it runs: nobody here
+   * waits for it, so nobody is told. */
+  if (t->reply.len <= plen + 7 || memcmp(t->reply.p, w->keys.stream, plen) != 0 ||
+      memcmp(t->reply.p + plen, "client:", 7) != 0) {
+    refuse(w, e, 0, 0, "its reply list is not a client list of this queue");
+    return -1;
   }
-  e->reply = malloc(t.reply.len + 1);
+  e->reply = malloc(t->reply.len + 1);
   if (e->reply == NULL) {
     say(w, "out of memory: entry %s left for another worker", e->id);
     release(w, e);
-    return;
+    return -1;
   }
-  memcpy(e->reply, t.reply.p, t.reply.len);
-  e->reply[t.reply.len] = '\0';
-  e->ttl = t.ttl;
-  if (t.level < atomic_load(&home_of(L)->log_level))   /* (the client filters them again) */
-    atomic_store(&home_of(L)->log_level, t.level);
+  memcpy(e->reply, t->reply.p, t->reply.len);
+  e->reply[t->reply.len] = '\0';
+  e->ttl = t->ttl;
+  memcpy(e->nonce, t->nonce.p, RMSG_NONCE);
+  e->expires = t->expires;
+  return 0;
+}
+
+/* Asks the server, on c (NULL: not connected), which of the n entries may
+ * run (ADMIT_LUA): its answer (an array of n strings), or NULL when it
+ * cannot be asked now. */
+static redisReply *admit(rworker *w, rconn *c, entry **es, size_t n) {
+  const char **argv = malloc((3 + 1 + 3 * n) * sizeof *argv);
+  char (*keys)[200] = malloc(n * sizeof *keys), (*exps)[32] = malloc(n * sizeof *exps);
+  redisReply *r = NULL;
+  size_t i, j;
+  if (argv && keys && exps && c != NULL) {
+    argv[0] = "EVAL";
+    argv[1] = ADMIT_LUA;
+    argv[2] = "0";
+    argv[3] = SEEN_GRACE;
+    for (i = 0; i < n; i++) {
+      int at = snprintf(keys[i], sizeof keys[i], "%s", w->keys.seen);
+      for (j = 0; j < RMSG_NONCE; j++)
+        at += snprintf(keys[i] + at, sizeof keys[i] - (size_t)at, "%02x",
+                       (unsigned char)es[i]->nonce[j]);
+      snprintf(exps[i], sizeof exps[i], "%.3f", es[i]->expires);
+      argv[4 + 3 * i] = keys[i];
+      argv[5 + 3 * i] = es[i]->id;
+      argv[6 + 3 * i] = exps[i];
+    }
+    r = rconn_cmd(c, (int)(4 + 3 * n), argv, NULL);
+    if (r && (r->type != REDIS_REPLY_ARRAY || r->elements != n)) {
+      say(w, "cannot check entries against replays and expiry: %s (will retry)",
+          r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
+      freeReplyObject(r);
+      r = NULL;
+    }
+  }
+  free(argv);
+  free(keys);
+  free(exps);
+  return r;
+}
+
+/* Reads one of ADMIT_LUA's answers into e's verdict. */
+static void read_verdict(entry *e, const redisReply *v) {
+  const char *s = v->type == REDIS_REPLY_STRING || v->type == REDIS_REPLY_STATUS ? v->str : "";
+  e->verdict = V_NONE;
+  if (strcmp(s, "ok") == 0) {
+    e->verdict = V_OK;
+  } else if (strncmp(s, "seen ", 5) == 0) {
+    e->verdict = V_SEEN;
+    snprintf(e->seen_in, sizeof e->seen_in, "%s", s + 5);
+  } else if (strncmp(s, "expired ", 8) == 0) {
+    e->verdict = V_EXPIRED;
+    e->verdict_at = atof(s + 8);
+  }
+}
+
+/* The fetcher's part of admitting entries (the fetcher's thread, on its
+ * own connection, before it hands them in): one ADMIT_LUA call for the
+ * entries that read as tasks, so that the owner, which runs the tasks,
+ * does not wait for that round trip.  Entries that do not read, or that
+ * it could not ask about, keep V_NONE: the owner sees to them. */
+static void prejudge(rworker *w, rconn *c, entry *list) {
+  entry *e, **es;
+  rmsg_task t;
+  const char *why;
+  redisReply *r;
+  size_t n = 0, cap = 0, i;
+  for (e = list; e; e = e->next_in) cap++;
+  if ((es = malloc(cap * sizeof *es)) == NULL) return;
+  for (e = list; e; e = e->next_in) {
+    if (rmsg_parse_task(&w->key, e->m, e->mlen, e->s, e->slen, &t, &why) != 0) continue;
+    memcpy(e->nonce, t.nonce.p, RMSG_NONCE);
+    e->expires = t.expires;
+    es[n++] = e;
+  }
+  if (n > 0 && (r = admit(w, c->c ? c : NULL, es, n)) != NULL) {
+    for (i = 0; i < n; i++) read_verdict(es[i], r->element[i]);
+    freeReplyObject(r);
+  }
+  free(es);
+}
+
+/* Runs an admitted entry (its task read into t). */
+static void start_entry(rworker *w, entry *e, rmsg_task *t) {
+  lua_State *L = w->L;
+  char msg[400];
+  if (t->level < atomic_load(&home_of(L)->log_level))   /* (the client filters them again) */
+    atomic_store(&home_of(L)->log_level, t->level);
   pthread_mutex_lock(&w->lock);
-  snprintf(e->task, sizeof e->task, "%.*s", (int)t.id.len, t.id.p);
+  snprintf(e->task, sizeof e->task, "%.*s", (int)t->id.len, t->id.p);
   pthread_mutex_unlock(&w->lock);
   if (e->deliveries > 1 && killed(w, e->task)) {
     result_now(w, e, FS_CANCELLED, WK_NONE, 0, NULL);
     return;
   }
-  if (t.max_deliveries > 0 && e->deliveries > t.max_deliveries) {
+  if (t->max_deliveries > 0 && e->deliveries > t->max_deliveries) {
     snprintf(msg, sizeof msg,
              "the task was delivered %u times and its worker died each time (max_deliveries "
              "%u); it was moved to the dead-letter stream %s",
-             e->deliveries - 1, t.max_deliveries, w->keys.dead);
-    if (dead_letter(w, e, "max_deliveries") == 0) e->id[0] = '\0';   /* (acknowledged) */
+             e->deliveries - 1, t->max_deliveries, w->keys.dead);
+    if (dead_letter(w, e, "max_deliveries", 0, 0) == 0) e->id[0] = '\0';   /* (acknowledged) */
     result_now(w, e, FS_FAILED, WK_WORKER_DIED, RMSG_DEAD, msg);
     return;
   }
@@ -890,7 +1096,7 @@ static void take_entry(rworker *w, entry *e) {
   lua_pushcfunction(L, submit_entry);
   lua_pushlightuserdata(L, w);
   lua_pushlightuserdata(L, e);
-  lua_pushlightuserdata(L, &t);
+  lua_pushlightuserdata(L, t);
   if (lua_pcall(L, 3, 0, 0) != 0) {
     snprintf(msg, sizeof msg, "the worker could not start the task: %s",
              lua_isstring(L, -1) ? lua_tostring(L, -1) : "(error)");
@@ -901,6 +1107,78 @@ static void take_entry(rworker *w, entry *e) {
     }
     result_now(w, e, FS_FAILED, WK_BROKEN, 0, msg);
   }
+}
+
+/* Takes the entries the fetcher handed in (a list on next_in), and those
+ * left to retry: reads each, asks the server in one call which may run
+ * (replays and expired messages may not), runs those. */
+static void take_entries(rworker *w, entry *in) {
+  entry *e, **es, **ask, **tail = &w->retry;
+  rmsg_task *ts;
+  redisReply *verdicts;
+  size_t n = 0, m, cap = 0, i;
+  if (w->retry) {   /* (they go first) */
+    for (e = w->retry; e->next_in; e = e->next_in) {}
+    e->next_in = in;
+    in = w->retry;
+    w->retry = NULL;
+  }
+  for (e = in; e; e = e->next_in) cap++;
+  if (cap == 0) return;
+  es = malloc(2 * cap * sizeof *es);
+  ts = malloc(cap * sizeof *ts);
+  if (es == NULL || ts == NULL) {
+    free(es);
+    free(ts);
+    w->retry = in;   /* (held: the heartbeat keeps them ours) */
+    say(w, "out of memory taking entries (will retry)");
+    return;
+  }
+  ask = es + cap;
+  while ((e = in) != NULL) {
+    in = e->next_in;
+    e->next_in = NULL;
+    if (check_entry(w, e, &ts[n]) == 0) es[n++] = e;
+  }
+  /* Those the fetcher could not ask about: asked here. */
+  for (i = 0, m = 0; i < n; i++)
+    if (es[i]->verdict == V_NONE) ask[m++] = es[i];
+  if (m > 0) {
+    if ((verdicts = admit(w, owner_conn(w, CMD_TIMEOUT), ask, m)) != NULL) {
+      for (i = 0; i < m; i++) read_verdict(ask[i], verdicts->element[i]);
+      freeReplyObject(verdicts);
+    }
+  }
+  for (i = 0; i < n; i++) {
+    entry *x = es[i];
+    char msg[300];
+    switch (x->verdict) {
+      case V_OK:
+        start_entry(w, x, &ts[i]);
+        break;
+      case V_SEEN:   /* the first entry of this task answers for it: nobody is told */
+        snprintf(msg, sizeof msg,
+                 "replayed: the same signed task was first taken from entry %s; a copy "
+                 "added again does not run",
+                 x->seen_in);
+        refuse(w, x, 0, 0, msg);
+        break;
+      case V_EXPIRED:
+        snprintf(msg, sizeof msg,
+                 "its message had expired %.0f s before (the client's message_ttl, by the "
+                 "Redis server's clock)",
+                 x->verdict_at - x->expires);
+        refuse(w, x, RMSG_R_EXPIRED, x->verdict_at, msg);
+        break;
+      default:   /* not asked (the server is away): next round, in order */
+        *tail = x;
+        tail = &x->next_in;
+        break;
+    }
+  }
+  *tail = NULL;
+  free(es);
+  free(ts);
 }
 
 /* Forced cancels: stops the local tasks whose kill marks were found. */
@@ -1033,12 +1311,12 @@ int rworker_serve(lua_State *L) {
   log_set_hook(home_of(L), forward_log, w);   /* (taken off before w goes) */
   for (;;) {
     struct pollfd pfd[2] = {{w->efd, POLLIN, 0}, {cfd, POLLIN, 0}};
-    entry *in, *e;
+    entry *in;
     char (*kills)[64];
     size_t nkills;
     int ready;
     double down;
-    poll(pfd, 2, w->done || giving_up ? 100 : 1000);
+    poll(pfd, 2, w->done || w->retry || giving_up ? 100 : 1000);
     if (pfd[0].revents & POLLIN) {
       uint64_t v;
       (void)!read(w->efd, &v, sizeof v);
@@ -1122,10 +1400,13 @@ int rworker_serve(lua_State *L) {
           w->keys.queue, w->where, what ? what : "a local pool", w->consumer, w->heartbeat,
           w->claim_idle);
     }
-    while ((e = in) != NULL) {
-      in = e->next_in;
-      e->next_in = NULL;
-      if (!giving_up) take_entry(w, e);   /* (else let go with the rest, below) */
+    if (!giving_up) {
+      take_entries(w, in);
+    } else {
+      for (entry *e; (e = in) != NULL;) {   /* let go with the rest, below */
+        in = e->next_in;
+        e->next_in = NULL;
+      }
     }
     take_kills(w, kills, nkills);
     free(kills);

@@ -1,13 +1,17 @@
 /*
  * redis_fuzz.c -- libFuzzer target: the messages the Redis executor reads
- * from the server (rmsg.c): task entries, read by a worker, and result
- * elements, read by the client that submitted the task.  Anybody who can
- * write to the server can write them: whatever the bytes, the parsers
- * must refuse or accept them without reading outside them, and with a
- * secret they must refuse anything not signed with it.
+ * from the server (rmsg.c): task entries, read by a worker, and the
+ * elements of a client's list (results, log records, refusal notices),
+ * read by the client that submitted the task.  Anybody who can write to
+ * the server can write them: whatever the bytes, the parsers must refuse
+ * or accept them without reading outside them, and with a secret they
+ * must refuse anything not signed with it (but notices, which are never
+ * signed and only ever fail a task: rmsg.h).
  *
  *   input := mode:u8 rest
- *     mode bit 0   0: a task (rmsg_parse_task), 1: a result (rmsg_parse_result)
+ *     mode bit 0   0: a task (rmsg_parse_task, and rmsg_task_address), 1: a
+ *                  client list element (rmsg_parse_result, rmsg_parse_log, and
+ *                  rmsg_parse_notice on the bytes before any signature)
  *          bit 1   the reader has a key (the secret "fuzz-secret")
  *          bit 2   task: the entry has a signature field (else sig = NULL)
  *          bit 3   re-sign: the harness signs the message itself, so that
@@ -26,17 +30,21 @@
  *          message (task) or the whole result element (result)
  *
  * Checked with abort() beyond what ASan and UBSan see:
- *   - the parsers return 0 or -1, and on -1 a reason;
+ *   - the parsers return 0 or -1 (a task: 0 or an RMSG_R_* reason), and
+ *     on failure a reason;
  *   - with a key, nothing parses unless it carries the HMAC of its bytes
- *     under that key (recomputed here), whatever the mode said;
+ *     under that key (recomputed here), whatever the mode said; without
+ *     one, no task with a signature field parses (RMSG_R_NO_SECRET);
+ *   - a task that parses has the address rmsg_task_address reads without
+ *     verifying (the same id, reply and nonce);
  *   - every string of a parsed message lies inside the message bytes, and
- *     the field limits rmsg.c promises hold (id, reply lengths, delays,
- *     timeout, retries, states, outcome);
+ *     the field limits rmsg.c promises hold (id, reply, nonce lengths,
+ *     expiry, delays, timeout, retries, states, outcome, notice reasons);
  *   - rmsg_next_dep returns exactly ndeps strings, back to back between
  *     deps and deps_end, each of them read byte by byte, then -1;
- *   - a parsed message re-encoded with rmsg_put_task / rmsg_put_result
- *     gives back exactly the bytes read (signature included): the format
- *     has one encoding of each message.
+ *   - a parsed message re-encoded with rmsg_put_task / rmsg_put_result /
+ *     rmsg_put_log / rmsg_put_notice gives back exactly the bytes read
+ *     (signature included): the format has one encoding of each message.
  *
  * The wire decoder runs under a pcall on one Lua state, put back as it was
  * after every input (lua_reset.h), as in wire_fuzz.c.  Set
@@ -157,7 +165,8 @@ static void task(int mode, const char *in, size_t inlen) {
   size_t len = inlen, siglen = 0;
   unsigned char mac[RMSG_SIG];
   rmsg_task t, t0;
-  rmsg_str dep;
+  rmsg_str dep, aid, areply, anonce;
+  int arc, aversion;
   const char **deps = NULL;
   size_t *deplens = NULL;
   wire_dep *wdeps = NULL;
@@ -189,14 +198,26 @@ static void task(int mode, const char *in, size_t inlen) {
   }
 
   rc = rmsg_parse_task(k, m, len, sig, siglen, &t, &why);
-  CHECK(rc == 0 || rc == -1);
+  CHECK(rc >= 0 && rc < RMSG_R_MAX);
+  CHECK(k->set || sig == NULL || rc == RMSG_R_NO_SECRET);
   if (verbose)
     fprintf(stderr, "  task (mode %#x, %zu bytes): %s\n", mode, len, rc ? why : "parsed");
+  /* The address a worker reads, unverified, to tell a refusal. */
+  arc = rmsg_task_address(m, len, &aid, &areply, &anonce, &aversion);
+  CHECK(arc == 0 || arc == -1);
+  if (arc == 0) {
+    touch(aid, m, m + len);
+    touch(areply, m, m + len);
+    touch(anonce, m, m + len);
+    CHECK(anonce.len == RMSG_NONCE && aversion >= 2 && aversion <= 255);
+  }
   if (rc) {
     CHECK(why != NULL);
     sink += (unsigned)strlen(why);
     goto done;
   }
+  CHECK(arc == 0 && aversion == RMSG_VERSION && aid.p == t.id.p && aid.len == t.id.len &&
+        areply.p == t.reply.p && areply.len == t.reply.len && anonce.p == t.nonce.p);
 
   /* Behind the verifier only what the key signed. */
   if (k->set) {
@@ -208,10 +229,13 @@ static void task(int mode, const char *in, size_t inlen) {
 
   touch(t.id, m, m + len);
   touch(t.reply, m, m + len);
+  touch(t.nonce, m, m + len);
   touch(t.name, m, m + len);
   touch(t.message, m, m + len);
   CHECK(t.id.len >= 1 && t.id.len <= 200);
   CHECK(t.reply.len >= 1 && t.reply.len <= 400);
+  CHECK(t.nonce.len == RMSG_NONCE);
+  CHECK(t.expires >= 0 && t.expires < 1e11);
   CHECK(seconds_ok(t.timeout));
   CHECK(t.retries <= 1000000);
   CHECK(t.ndelays <= RMSG_MAX_DELAYS);
@@ -264,7 +288,70 @@ done:
   free(sigcopy);
 }
 
-/* === results ============================================================== */
+/* === client list elements ================================================ */
+
+/* A log message: the same checks as a result's. */
+static void log_element(const rmsg_key *k, int mode, const char *m, size_t len) {
+  const char *why = NULL;
+  unsigned char mac[RMSG_SIG];
+  rmsg_log l;
+  size_t body = len;
+  buf b = BUF_INIT;
+  int rc = rmsg_parse_log(k, m, len, &l, &why);
+  CHECK(rc == 0 || rc == -1);
+  if (verbose) fprintf(stderr, "  log (mode %#x, %zu bytes): %s\n", mode, len, rc ? why : "parsed");
+  if (rc) {
+    CHECK(why != NULL);
+    sink += (unsigned)strlen(why);
+    return;
+  }
+  if (k->set) {
+    CHECK(len >= RMSG_SIG);
+    body = len - RMSG_SIG;
+    rmsg_sign(k, m, body, mac);
+    CHECK(memcmp(mac, m + body, RMSG_SIG) == 0);
+    CHECK(!(mode & M_RESIGN) || !(mode & M_WRONG_KEY));
+  }
+  touch(l.id, m, m + body);
+  touch(l.nonce, m, m + body);
+  touch(l.worker, m, m + body);
+  touch(l.message, m, m + body);
+  CHECK(l.nonce.len == RMSG_NONCE);
+  CHECK(l.level >= 0 && l.level <= 255);
+  CHECK(rmsg_put_log(&b, k, &l) == 0);
+  CHECK(b.len == len && memcmp(b.data, m, len) == 0);
+  free(b.data);
+}
+
+/* A refusal notice: never signed, any version from 2 on. */
+static void notice_element(int mode, const char *m, size_t len) {
+  const char *why = NULL;
+  rmsg_notice n;
+  buf b = BUF_INIT;
+  int rc = rmsg_parse_notice(m, len, &n, &why);
+  CHECK(rc == 0 || rc == -1);
+  if (verbose)
+    fprintf(stderr, "  notice (mode %#x, %zu bytes): %s\n", mode, len, rc ? why : "parsed");
+  if (rc) {
+    CHECK(why != NULL);
+    sink += (unsigned)strlen(why);
+    return;
+  }
+  touch(n.id, m, m + len);
+  touch(n.nonce, m, m + len);
+  touch(n.worker, m, m + len);
+  touch(n.entry, m, m + len);
+  CHECK(n.id.len >= 1 && n.id.len <= 200 && n.nonce.len == RMSG_NONCE);
+  CHECK(n.worker.len <= 200 && n.entry.len <= 48);
+  CHECK(n.reason >= 1 && n.reason < RMSG_R_MAX);
+  CHECK(n.version >= 2 && n.version <= 255 && n.at == n.at);
+  CHECK(rmsg_put_notice(&b, &n) == 0);
+  /* (the version byte is the writer's: put it back to compare) */
+  CHECK(b.len == len && b.len >= 5);
+  b.data[3] = (char)n.version;
+  CHECK(memcmp(b.data, m, len) == 0);
+  free(b.data);
+}
 
 static void result(int mode, const char *in, size_t inlen) {
   const rmsg_key *k = mode & M_KEY ? &KEY : &NOKEY;
@@ -283,7 +370,15 @@ static void result(int mode, const char *in, size_t inlen) {
     rmsg_sign(mode & M_WRONG_KEY ? &OTHER : &KEY, in, inlen, (unsigned char *)copy + inlen);
     m = copy;
     len = inlen + RMSG_SIG;
+  } else if (inlen) {   /* (its own block: ASan sees a read past the end) */
+    copy = malloc(inlen);
+    if (copy == NULL) abort();
+    memcpy(copy, in, inlen);
+    m = copy;
   }
+
+  log_element(k, mode, m, len);
+  notice_element(mode, m, inlen);   /* (the bytes before any signature) */
 
   rc = rmsg_parse_result(k, m, len, &r, &why);
   CHECK(rc == 0 || rc == -1);
@@ -304,8 +399,10 @@ static void result(int mode, const char *in, size_t inlen) {
     CHECK(!(mode & M_RESIGN) || !(mode & M_WRONG_KEY));
   }
   touch(r.id, m, m + body);
+  touch(r.nonce, m, m + body);
   touch(r.worker, m, m + body);
   touch(r.outcome, m, m + body);
+  CHECK(r.nonce.len == RMSG_NONCE);
   CHECK(r.state == FS_FINISHED || r.state == FS_FAILED || r.state == FS_CANCELLED);
   CHECK(r.state == FS_CANCELLED || r.outcome.len > 0);
   CHECK(r.flags >= 0 && r.flags <= 255);

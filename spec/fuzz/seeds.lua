@@ -278,15 +278,22 @@ end
 
 -- === redis =================================================================
 -- rmsg.h, byte for byte:
---   task   := "WFT" version:u8 'T' id:str reply:str name:str timeout:f64
---             retries:u32 ndelays:u32 delay:f64* max_deliveries:u32 ttl:u32
---             level:u8 ndeps:u32 dep:str* message:str
---   result := "WFT" version:u8 'R' id:str state:u8 flags:u8 deliveries:u32
---             worker:str started:f64 finished:f64 outcome:str
--- then the mode byte of redis_fuzz.c in front.  No HMAC here: a signed
+--   task   := "WFT" version:u8 'T' id:str reply:str nonce:str expires:f64
+--             name:str timeout:f64 retries:u32 ndelays:u32 delay:f64*
+--             max_deliveries:u32 ttl:u32 level:u8 ndeps:u32 dep:str*
+--             message:str
+--   result := "WFT" version:u8 'R' id:str nonce:str state:u8 flags:u8
+--             deliveries:u32 worker:str started:f64 finished:f64 outcome:str
+--   log    := "WFT" version:u8 'L' id:str nonce:str level:u8 attempt:u32
+--             time:f64 worker:str message:str
+--   notice := "WFT" version:u8 'X' id:str nonce:str reason:u8 at:f64
+--             worker:str entry:str
+-- then the mode byte of redis_fuzz.c in front (a log or notice element is
+-- read in result mode, as every element of a client's list is).  No HMAC here: a signed
 -- seed asks the harness to sign it (RESIGN); a signature given in the
 -- input is only ever a wrong one.
-local RMSG_VERSION = 1
+local RMSG_VERSION = 2
+local NONCE = "\1\35\69\103\137\171\205\239\254\220\186\152\118\84\50\16"   -- 16 bytes
 local FS_CANCELLED = 5
 local RMSG_TIMED_OUT, RMSG_DEAD = 1, 2
 local M = { RESULT = 1, KEY = 2, SIG = 4, RESIGN = 8, WRONG_KEY = 16, DECODE = 32 }
@@ -296,8 +303,9 @@ local function task_msg(o)
   local delays = o.delays or {}
   local deps = o.deps or {}
   local b = { "WFT", string.char(o.version or RMSG_VERSION), o.type or "T",
-              string.pack("<s4s4s4dI4I4", o.id or "c0ffee-1", o.reply or "weft:r:c0ffee",
-                          o.name or "", o.timeout or -1, o.retries or 0, o.ndelays or #delays) }
+              string.pack("<s4s4s4ds4dI4I4", o.id or "c0ffee-1", o.reply or "weft:r:c0ffee",
+                          o.nonce or NONCE, o.expires or 1.7e9 + 86400, o.name or "",
+                          o.timeout or -1, o.retries or 0, o.ndelays or #delays) }
   for _, d in ipairs(delays) do b[#b + 1] = string.pack("<d", d) end
   b[#b + 1] = string.pack("<I4I4BI4", o.max_deliveries or 3, o.ttl or 86400, o.level or 20,
                           o.ndeps or #deps)
@@ -308,9 +316,23 @@ end
 
 local function result_msg(o)
   return "WFT" .. string.char(o.version or RMSG_VERSION) .. (o.type or "R") ..
-         string.pack("<s4BBI4s4dds4", o.id or "c0ffee-1", o.state or FS_FINISHED,
-                     o.flags or 0, o.deliveries or 1, o.worker or "host:4242", o.started or 1.7e9,
-                     o.finished or 1.7e9 + 0.25, o.outcome or "")
+         string.pack("<s4s4BBI4s4dds4", o.id or "c0ffee-1", o.nonce or NONCE,
+                     o.state or FS_FINISHED, o.flags or 0, o.deliveries or 1,
+                     o.worker or "host:4242", o.started or 1.7e9, o.finished or 1.7e9 + 0.25,
+                     o.outcome or "")
+end
+
+local function log_msg(o)
+  return "WFT" .. string.char(o.version or RMSG_VERSION) .. (o.type or "L") ..
+         string.pack("<s4s4BI4ds4s4", o.id or "c0ffee-1", o.nonce or NONCE, o.level or 20,
+                     o.attempt or 1, o.time or 1.7e9, o.worker or "host:4242 process 7",
+                     o.message or "hello")
+end
+
+local function notice_msg(o)
+  return "WFT" .. string.char(o.version or RMSG_VERSION) .. (o.type or "X") ..
+         string.pack("<s4s4Bds4s4", o.id or "c0ffee-1", o.nonce or NONCE, o.reason or 1,
+                     o.at or 1.7e9, o.worker or "host:4242", o.entry or "1700000000000-0")
 end
 
 local redis = {}
@@ -344,6 +366,7 @@ for _, t in ipairs(tasks) do
   addr(t[1], 0, m)
   addr(t[1] .. "-decode", M.DECODE, m)
   addr(t[1] .. "-signed", SIGNED + M.DECODE, m)
+  -- (a reader without a secret refuses a signed task: RMSG_R_NO_SECRET)
   addr(t[1] .. "-unkeyed-sig", M.SIG, string.char(32) .. string.rep("\0", 32) .. m)
 end
 local t0 = task_msg(tasks[1][2])
@@ -359,7 +382,13 @@ addr("task-signed-unkeyed", M.SIG + M.RESIGN, t3)
 -- Malformed tasks (each unsigned and signed).
 local bad_tasks = {
   { "wrong-magic", "WFX" .. t0:sub(4) },
-  { "wrong-version", task_msg { version = 2, message = call } },
+  { "wrong-version", task_msg { version = 3, message = call } },
+  { "version-1", task_msg { version = 1, message = call } },
+  { "nonce-short", task_msg { nonce = "short", message = call } },
+  { "nonce-long", task_msg { nonce = NONCE .. "x", message = call } },
+  { "expires-nan", task_msg { expires = 0 / 0, message = call } },
+  { "expires-negative", task_msg { expires = -1, message = call } },
+  { "expires-huge", task_msg { expires = 1e11, message = call } },
   { "wrong-type", task_msg { type = "R", message = call } },
   { "empty", "" },
   { "trailing", t3 .. "\0" },
@@ -381,7 +410,7 @@ local bad_tasks = {
   { "ndeps-over-max", task_msg { ndeps = 100001, message = call } },
   { "ndeps-more-than-there", task_msg { ndeps = 4, deps = dep_results, message = call } },
   { "ndeps-fewer-than-there", task_msg { ndeps = 2, deps = dep_results, message = call } },
-  { "id-len-huge", "WFT\1T" .. string.pack("<I4", 0xffffffff) .. "x" },
+  { "id-len-huge", "WFT\2T" .. string.pack("<I4", 0xffffffff) .. "x" },
   { "dep-len-huge", task_msg { message = call }:sub(1, -(#call + 9)) .. string.pack("<I4I4", 1, 0xfffffff0) },
   { "message-len-huge", task_msg { message = call }:sub(1, -(#call + 5)) .. string.pack("<I4", 0xffffffff) .. call },
   { "message-len-short", task_msg { message = call }:sub(1, -(#call + 5)) .. string.pack("<I4", #call - 1) .. call },
@@ -426,7 +455,8 @@ addr("result-wrong-key", M.RESULT + M.KEY + M.RESIGN + M.WRONG_KEY, r0)
 addr("result-signed-unkeyed", M.RESULT + M.RESIGN, r0)
 local bad_results = {
   { "wrong-magic", "XFT" .. r0:sub(4) },
-  { "wrong-version", result_msg { version = 0, outcome = enc(1) } },
+  { "wrong-version", result_msg { version = 1, outcome = enc(1) } },
+  { "nonce-short", result_msg { nonce = "n", outcome = enc(1) } },
   { "wrong-type", result_msg { type = "T", outcome = enc(1) } },
   { "empty", "" },
   { "trailing", r0 .. "\0" },
@@ -438,7 +468,7 @@ local bad_results = {
   { "failed-no-outcome", result_msg { state = FS_FAILED, outcome = "" } },
   { "cancelled-outcome", result_msg { state = FS_CANCELLED, outcome = rec } },
   { "finished-garbage", result_msg { state = FS_FINISHED, outcome = "\1\0\5\6\255\255" } },
-  { "id-len-huge", "WFT\1R" .. string.pack("<I4", 0xffffffff) .. "x" },
+  { "id-len-huge", "WFT\2R" .. string.pack("<I4", 0xffffffff) .. "x" },
   { "outcome-len-huge", r0:sub(1, -(#enc(42, "ok", { t = true }) + 5)) .. string.pack("<I4", 0xffffffff) },
 }
 for _, r in ipairs(bad_results) do
@@ -449,6 +479,35 @@ for _, cut in ipairs { 4, 5, 9, 20, #r0 // 2, #r0 - 1 } do
   addr("result-cut" .. cut, M.RESULT, r0:sub(1, cut))
   addr("result-cut" .. cut .. "-signed", M.RESULT + M.KEY + M.RESIGN, r0:sub(1, cut))
 end
+
+-- Log records (signed like results) and refusal notices (never signed).
+local l0 = log_msg {}
+addr("log-info", M.RESULT, l0)
+addr("log-info-signed", M.RESULT + M.KEY + M.RESIGN, l0)
+addr("log-keyed-unsigned", M.RESULT + M.KEY, l0)
+addr("log-empty-message", M.RESULT, log_msg { message = "" })
+addr("log-trailing", M.RESULT, l0 .. "\0")
+addr("log-truncated", M.RESULT, l0:sub(1, -3))
+addr("log-message-len-huge", M.RESULT, l0:sub(1, -10) .. string.pack("<I4", 0xffffffff))
+addr("log-nonce-short", M.RESULT, log_msg { nonce = "n" })
+for reason = 1, 6 do
+  addr("notice-reason" .. reason, M.RESULT, notice_msg { reason = reason })
+end
+local n0 = notice_msg {}
+addr("notice-keyed", M.RESULT + M.KEY, n0)
+addr("notice-signed", M.RESULT + M.KEY + M.RESIGN, n0)
+addr("notice-version-3", M.RESULT, notice_msg { version = 3 })
+addr("notice-version-1", M.RESULT, notice_msg { version = 1 })
+addr("notice-reason-0", M.RESULT, notice_msg { reason = 0 })
+addr("notice-reason-7", M.RESULT, notice_msg { reason = 7 })
+addr("notice-id-empty", M.RESULT, notice_msg { id = "" })
+addr("notice-nonce-short", M.RESULT, notice_msg { nonce = "n" })
+addr("notice-at-nan", M.RESULT, notice_msg { at = 0 / 0 })
+addr("notice-worker-201", M.RESULT, notice_msg { worker = string.rep("w", 201) })
+addr("notice-entry-49", M.RESULT, notice_msg { entry = string.rep("1", 49) })
+addr("notice-binary-worker", M.RESULT, notice_msg { worker = "\0\27[31mred\255" })
+addr("notice-trailing", M.RESULT, n0 .. "\0")
+addr("notice-truncated", M.RESULT, n0:sub(1, -2))
 
 if wanted("redis") then
   clear("redis")
