@@ -1311,7 +1311,7 @@ int rworker_serve(lua_State *L) {
   log_set_hook(home_of(L), forward_log, w);   /* (taken off before w goes) */
   for (;;) {
     struct pollfd pfd[2] = {{w->efd, POLLIN, 0}, {cfd, POLLIN, 0}};
-    entry *in;
+    entry *in, *e;
     char (*kills)[64];
     size_t nkills;
     int ready;
@@ -1403,7 +1403,7 @@ int rworker_serve(lua_State *L) {
     if (!giving_up) {
       take_entries(w, in);
     } else {
-      for (entry *e; (e = in) != NULL;) {   /* let go with the rest, below */
+      while ((e = in) != NULL) {   /* let go with the rest, below */
         in = e->next_in;
         e->next_in = NULL;
       }
