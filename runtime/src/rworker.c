@@ -1159,7 +1159,8 @@ static void take_entries(rworker *w, entry *in) {
       case V_SEEN:   /* the first entry of this task answers for it: nobody is told */
         snprintf(msg, sizeof msg,
                  "replayed: the same signed task was first taken from entry %s; a copy "
-                 "added again does not run",
+                 "added again does not run (a client that lost the reply to its XADD "
+                 "sends the task again: such copies end here too)",
                  x->seen_in);
         refuse(w, x, 0, 0, msg);
         break;

@@ -3,7 +3,12 @@
 -- real `weft worker` processes, while, at random (seeded) moments, a
 -- worker is killed with -9 (and a new one started), the server is killed
 -- with -9 and restarted from its AOF (it answers LOADING while it reads
--- it), or the server is stopped (SIGSTOP) for one to two seconds.  The
+-- it), the server is stopped (SIGSTOP) for one to two seconds, every
+-- client connection is dropped (CLIENT KILL: the client and the workers
+-- reconnect, and the client takes the results it missed from the stored
+-- ones), a forged entry (unsigned, or with a wrong signature) is added to
+-- the stream, or a copy of a live signed entry is added again (a replay).
+-- Messages are signed (a secret on both sides).  The
 -- server takes strings of 1 MiB at most (proto-max-bulk-len); one task in
 -- 997 returns 2 MiB (it must fail alone, kind serialization) and one in
 -- 1009 is submitted with a 2 MiB argument (submit must raise kind
@@ -25,7 +30,10 @@
 -- least once (by the file), and no process left (no process carries the
 -- run's tag in its environment once the workers are killed and the server
 -- stopped).  Duplicates (tasks that ran more than once: delivery is at
--- least once) are counted and printed, not failed.  It prints the seed,
+-- least once) are counted and printed, not failed.  Every forged and
+-- replayed entry must be refused (never run) and end in the dead letters
+-- (a copy the client sent again after a lost XADD reply is refused as a
+-- replay too), and no other entry may.  It prints the seed,
 -- the figures and ends with "N passed, N failed".
 local uv = require "luv"
 local weft = require "weft"
@@ -96,7 +104,10 @@ local function submit(ex, i)
   end
 end
 
-local stats = { worker_kills = 0, restarts = 0, loading = 0, stops = 0 }
+local stats = { worker_kills = 0, restarts = 0, loading = 0, stops = 0, forged = 0, replayed = 0,
+                client_kills = 0 }
+local SECRET = "chaos-secret"
+local STREAM, DEAD = "weft:" .. Q .. ":tasks", "weft:" .. Q .. ":dead"
 local server, ex
 local workers, nworkers = {}, 0
 
@@ -104,6 +115,7 @@ local function start_worker()
   nworkers = nworkers + 1
   local w = R.worker(server.url, {
     queue = Q, workers = 2, heartbeat = 0.2, claim_idle = 1, name = "chaos-" .. nworkers,
+    secret = SECRET,
     env = { WEFT_CHAOS_TAG = tag }, args = { "--reconnect-window", "300" },
   })
   workers[#workers + 1] = w
@@ -130,7 +142,8 @@ local ok_run, err_run = pcall(function()
   server = R.start { aof = true, args = { "--loading-process-events-interval-bytes", "1024",
                                           "--proto-max-bulk-len", "1048576" } }
   for _ = 1, opts.workers do start_worker() end
-  ex = weft.redis { url = server.url, queue = Q, reconnect_window = 300, max_deliveries = 50 }
+  ex = weft.redis { url = server.url, queue = Q, reconnect_window = 300, max_deliveries = 50,
+                    secret = SECRET }
 
   local t0 = now()
   local next_event = t0 + 1 + math.random() * 2
@@ -144,7 +157,7 @@ local ok_run, err_run = pcall(function()
     end
     if now() >= next_event then
       local r = math.random()
-      if r < 0.5 then   -- a worker dies; another one starts
+      if r < 0.4 then   -- a worker dies; another one starts
         local alive = {}
         for _, w in ipairs(workers) do if w:alive() then alive[#alive + 1] = w end end
         if #alive > 0 then
@@ -152,7 +165,7 @@ local ok_run, err_run = pcall(function()
           stats.worker_kills = stats.worker_kills + 1
         end
         start_worker()
-      elseif r < 0.75 then   -- the server dies and comes back from its AOF
+      elseif r < 0.55 then   -- the server dies and comes back from its AOF
         server:kill()
         server:restart { loading = true }
         local fine, reply = pcall(server.cmd, server, "PING")
@@ -160,11 +173,30 @@ local ok_run, err_run = pcall(function()
           stats.loading = stats.loading + 1
         end
         stats.restarts = stats.restarts + 1
-      else   -- the server stops for 1 to 2 s
+      elseif r < 0.7 then   -- the server stops for 1 to 2 s
         server.proc:signal("STOP")
         R.sleep(1 + math.random())
         server.proc:signal("CONT")
         stats.stops = stats.stops + 1
+      elseif r < 0.8 then   -- a forged entry: unsigned, or signed with garbage
+        local fields = math.random() < 0.5 and { "m", "forged task " .. math.random(1e9) }
+                       or { "m", "forged task", "s", string.rep("\1", 32) }
+        local fine, id = pcall(server.cmd, server, "XADD", STREAM, "*", table.unpack(fields))
+        if fine and type(id) == "string" then stats.forged = stats.forged + 1 end
+      elseif r < 0.9 then   -- a replay: a live signed entry added again
+        local fine, entries = pcall(server.cmd, server, "XREVRANGE", STREAM, "+", "-", "COUNT", 20)
+        local e   -- the newest genuine one (not one forged above)
+        for _, x in ipairs(fine and type(entries) == "table" and entries or {}) do
+          local m = type(x[2]) == "table" and x[2][2]
+          if type(m) == "string" and not m:find("^forged") and not e then e = x end
+        end
+        if e and type(e[2]) == "table" then
+          local added, id = pcall(server.cmd, server, "XADD", STREAM, "*", table.unpack(e[2]))
+          if added and type(id) == "string" then stats.replayed = stats.replayed + 1 end
+        end
+      else   -- every client connection dropped: all reconnect
+        local fine, n = pcall(server.cmd, server, "CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
+        if fine and math.type(n) == "integer" then stats.client_kills = stats.client_kills + 1 end
       end
       next_event = now() + 0.5 + math.random() * 2.5
     end
@@ -179,7 +211,47 @@ local ok_run, err_run = pcall(function()
   for _, f in ipairs(futures) do
     if f then pcall(f.result, f, math.max(0.01, deadline - now())) end
   end
+  -- Every forged and replayed entry ends in the dead letters (a worker
+  -- killed while it held one leaves it to the next, after claim_idle).
+  -- (A copy the client itself sent again, when its XADD got no answer
+  -- before a restart or a dropped connection, is refused as replayed too:
+  -- the task runs once.  So replays are at least those injected.)
+  local want = stats.forged + stats.replayed
+  while now() < deadline do
+    local fine, n = pcall(server.cmd, server, "XLEN", DEAD)
+    stats.dead = fine and math.type(n) == "integer" and n or stats.dead
+    if stats.dead and stats.dead >= want then break end
+    R.sleep(0.1)
+  end
   stats.elapsed = now() - t0
+  -- Why each entry was dead-lettered, for the figures.
+  stats.reasons = {}
+  local fine, dead = pcall(server.cmd, server, "XRANGE", DEAD, "-", "+")
+  stats.forged_dead, stats.other_dead = 0, 0
+  for _, e in ipairs(fine and type(dead) == "table" and dead or {}) do
+    local fields = e[2] or {}
+    local m, why = "", ""
+    for j = 1, #fields - 1, 2 do
+      if fields[j] == "m" then m = tostring(fields[j + 1]) end
+      if fields[j] == "reason" then why = tostring(fields[j + 1]) end
+    end
+    if m:find("^forged task") then
+      stats.forged_dead = stats.forged_dead + 1
+    elseif not why:find("^replayed") then
+      stats.other_dead = stats.other_dead + 1
+    end
+    for j = 1, #fields - 1, 2 do
+      if fields[j] == "reason" then
+        why = tostring(fields[j + 1]):match("^[^:;(]*")
+        stats.reasons[why] = (stats.reasons[why] or 0) + 1
+        if os.getenv("CHAOS_DEBUG") then
+          local parts = {}
+          for k = 1, #fields - 1, 2 do parts[#parts + 1] = fields[k] .. "=" .. tostring(fields[k + 1]):sub(1, 50):gsub("[^%g ]", "?") end
+          print("  DEAD " .. e[1] .. " " .. table.concat(parts, " "))
+        end
+      end
+    end
+  end
 end)
 check(ok_run, "the run itself", ok_run or tostring(err_run))
 
@@ -243,6 +315,9 @@ print(("tasks %d, worker kills %d, server restarts %d (%d answering LOADING), se
 print(("lost %d%s, wrong %d, pending %d, never ran %d, duplicated %d, redelivered %s, processes left %d")
   :format(lost, #k > 0 and (" (" .. table.concat(k, ", ") .. ")") or "", wrong, pending, never,
           duplicates, tostring(s.redelivered), #left))
+print(("forged %d, replayed %d, dead letters %s (refused, never run); client connections dropped %d times")
+  :format(stats.forged, stats.replayed, tostring(stats.dead), stats.client_kills))
+for why, n in pairs(stats.reasons or {}) do print(("  dead letter: %d x %s"):format(n, why)) end
 print(("oversized: %d of %d arguments raised at submit, %d of %d results failed their task")
   :format(big_args_raised, big_args, big_results_failed, big_results))
 check(#futures == opts.tasks, "every task was submitted", #futures .. " of " .. opts.tasks)
@@ -255,5 +330,17 @@ check(big_results_failed == big_results, "every oversized result failed its task
       big_results_failed .. " of " .. big_results)
 check(never == 0, "every task ran once at least (and no refused one ran)", never .. " wrong")
 check(#left == 0, "no process left", table.concat(left, " "))
+-- (A forged XADD whose reply was lost, under a stopped or restarting
+-- server, is not counted as added but may be there: hence "at least".)
+local replays = 0
+for why, n in pairs(stats.reasons or {}) do
+  if why:find("^replayed") then replays = replays + n end
+end
+check((stats.forged_dead or 0) >= stats.forged, "every forged entry was refused and dead-lettered",
+      tostring(stats.forged_dead) .. " forged dead letters, for " .. stats.forged .. " forged")
+check(stats.other_dead == 0, "no genuine task was dead-lettered but for replays",
+      tostring(stats.other_dead) .. " genuine tasks dead-lettered")
+check(replays >= stats.replayed, "every replayed entry was refused as a replay",
+      replays .. " refused as replays, for " .. stats.replayed .. " injected")
 print(("%d passed, %d failed"):format(passed, failed))
 os.exit(failed == 0 and 0 or 1)
