@@ -61,6 +61,7 @@
 #include "wire.h"
 
 #define EXECUTOR_MT "weft.Executor"
+#define GIVE_BACK_MT "weft.GiveBack"
 /* The most workers one pool may have (core.max_workers). */
 #define POOL_MAX_WORKERS 4096
 /* How long an idle worker polls the queue before it sleeps: a submitter
@@ -78,12 +79,119 @@
 /* How long a stopped attempt may take to come back before its worker is
  * taken for blocked in a C call and replaced. */
 #define STUCK_GRACE 0.1
+/* Giving memory back (below): the fewest seconds between two trims, the
+ * trim threshold weft sets, and the size of a worker's token block. */
+#define POOL_TRIM_INTERVAL 0.05
+#define POOL_TRIM_THRESHOLD (512u << 10)
+#define POOL_TRIM_TOKEN (80u << 10)
 
 int luaopen_weft_core(lua_State *L);
 
 /* === life ================================================================ */
 
 void pool_ref(pool *p) { atomic_fetch_add(&p->refs, 1); }
+
+/* === giving memory back ==================================================
+ *
+ * glibc's malloc keeps freed memory for reuse, so after a burst of tasks
+ * the process stayed at its peak (56 MB after 100,000 tasks).  It gives
+ * back the top of the main heap by itself only above a threshold that
+ * grows with the largest block ever freed (4 MB once a script has had a
+ * 100,000-entry table), and the top of a thread's arena never through
+ * malloc_trim.  Each worker thread has an arena, which holds its Lua state
+ * and the results it encoded until the owner frees them, much later.  So:
+ *   - weft fixes the trim threshold (POOL_TRIM_THRESHOLD) when it starts
+ *     its first worker thread, unless the environment tunes malloc;
+ *   - each worker takes a token block from its own arena when it starts:
+ *     freeing it once the arena's other blocks are free merges it into the
+ *     arena's top, and a free that big makes glibc trim that arena;
+ *   - a pool that is freed (its executor and its last future are gone)
+ *     frees its workers' tokens and trims; a collected executor trims
+ *     again after the next collection, which frees the results its
+ *     futures held (a sentinel object's __gc); a worker going idle frees
+ *     and takes back its token (its arena's top goes back), and the last
+ *     one to go idle trims. */
+
+static struct {
+  pthread_mutex_t lock;     /* rank 9, a leaf */
+  double last;              /* when the last trim began (0: never) */
+  int armed;                /* a trim is armed on the deadline service */
+  dl_timer timer;
+  atomic_long count;        /* trims done (core.memory) */
+  atomic_long tokens;       /* workers' token blocks held (core.memory) */
+} give_back = {.lock = PTHREAD_MUTEX_INITIALIZER};
+
+static void trim(void) {
+#ifdef __GLIBC__
+  malloc_trim(0);
+#endif
+  atomic_fetch_add(&give_back.count, 1);
+}
+
+static void give_back_fire(dl_timer *t) {
+  (void)t;
+  pthread_mutex_lock(&give_back.lock);
+  give_back.armed = 0;
+  give_back.last = weft_now();
+  pthread_mutex_unlock(&give_back.lock);
+  trim();
+}
+
+void pool_give_back(void) {
+  double now = weft_now(), at = 0;
+  pthread_mutex_lock(&give_back.lock);
+  if (give_back.armed) {   /* (it comes later, so after our caller's frees) */
+    pthread_mutex_unlock(&give_back.lock);
+    return;
+  }
+  if (give_back.last == 0 || now - give_back.last >= POOL_TRIM_INTERVAL) {
+    give_back.last = now;
+  } else {
+    give_back.armed = 1;
+    at = give_back.last + POOL_TRIM_INTERVAL;
+  }
+  pthread_mutex_unlock(&give_back.lock);
+  if (at > 0 && dl_arm(&give_back.timer, at, give_back_fire) == 0) return;
+  if (at > 0) {   /* no memory for the timer: trim now */
+    pthread_mutex_lock(&give_back.lock);
+    give_back.armed = 0;
+    pthread_mutex_unlock(&give_back.lock);
+  }
+  trim();
+}
+
+static void tune_malloc(void) {
+#ifdef __GLIBC__
+  const char *t = getenv("GLIBC_TUNABLES");
+  if (getenv("MALLOC_TRIM_THRESHOLD_") || getenv("MALLOC_MMAP_THRESHOLD_") ||
+      getenv("MALLOC_TOP_PAD_") || (t && strstr(t, "glibc.malloc.")))
+    return;   /* the user's own tuning wins */
+  mallopt(M_TRIM_THRESHOLD, POOL_TRIM_THRESHOLD);
+#endif
+}
+static pthread_once_t tune_once = PTHREAD_ONCE_INIT;
+
+/* A worker's token: taken on its own thread (so from its arena), given
+ * back on any thread once the worker no longer runs. */
+static void token_take(worker *w) {
+  w->trim_token = malloc(POOL_TRIM_TOKEN);   /* (NULL: nothing to trim with) */
+  if (w->trim_token) atomic_fetch_add(&give_back.tokens, 1);
+}
+
+static void token_free(worker *w) {
+  if (w->trim_token == NULL) return;
+  free(w->trim_token);
+  w->trim_token = NULL;
+  atomic_fetch_sub(&give_back.tokens, 1);
+}
+
+/* A worker about to sleep (its thread, no lock held): its arena's free top
+ * goes back, and the last worker to go idle trims the rest. */
+static void worker_idle(pool *p, worker *w) {
+  token_free(w);
+  token_take(w);
+  if (atomic_load(&p->nidle) + 1 >= p->nworkers) pool_give_back();
+}
 
 /* Drops what a task holds; its memory stays for reuse (and is not
  * written: the submitter re-initializes it). */
@@ -118,6 +226,7 @@ void pool_unref(pool *p) {
   while (p->nspares > 0) free(p->spares[--p->nspares]);
   for (worker *w = atomic_load(&p->all), *next; w; w = next) {
     next = w->next_all;
+    token_free(w);   /* (its arena's top goes back: see above) */
     pthread_mutex_destroy(&w->lock);
     free(w);
   }
@@ -135,6 +244,7 @@ void pool_unref(pool *p) {
   pthread_mutex_destroy(&p->lock);
   pthread_cond_destroy(&p->work);
   free(p);
+  pool_give_back();
 }
 
 /* === queue =============================================================== */
@@ -260,9 +370,11 @@ static void pool_submit_ready(pool *p, task *t) {
 
 /* Takes the next task, sleeping while there is none; NULL once the pool is
  * shut down and nothing is queued or waiting on dependencies.  `done`, a
- * finished task, goes back to the free stack on the way. */
-static task *pool_take(pool *p, task *done) {
+ * finished task, goes back to the free stack on the way.  Before it first
+ * sleeps, it calls worker_idle(p, w). */
+static task *pool_take(pool *p, task *done, worker *w) {
   task *t;
+  int idled = 0;
   if (done == NULL && (t = ring_pop(p)) != NULL) return t;
   pthread_mutex_lock(&p->lock);
   if (done) done = task_recycle_locked(p, done);
@@ -293,6 +405,13 @@ static task *pool_take(pool *p, task *done) {
       pthread_mutex_lock(&p->lock);
       atomic_store(&p->spinning, 0);
       if (found) continue;
+    }
+    if (!idled && !pool_drained(p)) {
+      idled = 1;
+      pthread_mutex_unlock(&p->lock);
+      worker_idle(p, w);
+      pthread_mutex_lock(&p->lock);
+      continue;
     }
     /* Count ourselves idle, then look once more (see pool_submit_ready). */
     atomic_fetch_add(&p->nidle, 1);
@@ -816,8 +935,9 @@ static void *worker_main(void *arg) {
   snprintf(name, sizeof name, "weft:%.6s:%d", p->name ? p->name : "pool", w->index);
   pthread_setname_np(pthread_self(), name);
   stop_attach(&w->ctx, 1);
+  token_take(w);
   L = worker_state_new(p, &broken);
-  while ((t = pool_take(p, done)) != NULL) {
+  while ((t = pool_take(p, done, w)) != NULL) {
     int stopped = 0, r;
     done = NULL;
     if (L == NULL) {   /* no memory for a Lua state: fail, don't hang */
@@ -1064,13 +1184,33 @@ static int ex_gc(lua_State *L) {
      * this). */
     if (pooled && !h->closed) {
       home_release_spares(h);
-#ifdef __GLIBC__
-      malloc_trim(0);
-#endif
+      pool_give_back();
+      /* What the futures kept (their results' Lua values) is freed only by
+       * the next collection: a sentinel trims again when it has run. */
+      lua_newuserdatauv(L, 0, 0);
+      luaL_setmetatable(L, GIVE_BACK_MT);
+      lua_pop(L, 1);
     }
     home_unref(h);
   }
   return 0;
+}
+
+static int give_back_gc(lua_State *L) {
+  (void)L;
+  pool_give_back();
+  return 0;
+}
+
+/* core.memory() -> {trims = n, tokens = n}: how many times weft gave free
+ * memory back, and how many worker arenas it has yet to give back */
+static int l_memory(lua_State *L) {
+  lua_createtable(L, 0, 2);
+  lua_pushinteger(L, (lua_Integer)atomic_load(&give_back.count));
+  lua_setfield(L, -2, "trims");
+  lua_pushinteger(L, (lua_Integer)atomic_load(&give_back.tokens));
+  lua_setfield(L, -2, "tokens");
+  return 1;
 }
 
 /* <close>: shut down and wait; the executor object stays usable for
@@ -1707,6 +1847,7 @@ static int l_pool(lua_State *L) {
       return weft_error(L, WK_CONFIG, "cannot start the process pool's supervisor: %s",
                         strerror(rc));
     }
+    if (p->kind == POOL_THREADS) pthread_once(&tune_once, tune_malloc);
     for (i = 0; p->kind == POOL_THREADS && i < p->nworkers; i++) {
       if ((rc = worker_start(p, p->slots[i])) != 0) {
         pool_shutdown(L, p, 1, 1);
@@ -1759,8 +1900,13 @@ void pool_open(lua_State *L) {
       {"is_executor", l_is_executor},
       {"executors", l_executors},
       {"now", l_now},
+      {"memory", l_memory},
       {NULL, NULL}};
   int mod = lua_gettop(L);
+  luaL_newmetatable(L, GIVE_BACK_MT);
+  lua_pushcfunction(L, give_back_gc);
+  lua_setfield(L, -2, "__gc");
+  lua_pop(L, 1);
   luaL_newmetatable(L, EXECUTOR_MT);
   luaL_newlib(L, methods);
   lua_pushvalue(L, -1);
