@@ -82,6 +82,7 @@
 /* Giving memory back (below): the fewest seconds between two trims, the
  * trim threshold weft sets, and the size of a worker's token block. */
 #define POOL_TRIM_INTERVAL 0.05
+#define POOL_IDLE_TRIM_INTERVAL 1.0   /* (for a pool going idle: often) */
 #define POOL_TRIM_THRESHOLD (512u << 10)
 #define POOL_TRIM_TOKEN (80u << 10)
 
@@ -110,12 +111,12 @@ void pool_ref(pool *p) { atomic_fetch_add(&p->refs, 1); }
  *     again after the next collection, which frees the results its
  *     futures held (a sentinel object's __gc); a worker going idle frees
  *     and takes back its token (its arena's top goes back), and the last
- *     one to go idle trims. */
+ *     one to go idle trims, at most once a second. */
 
 static struct {
   pthread_mutex_t lock;     /* rank 9, a leaf */
   double last;              /* when the last trim began (0: never) */
-  int armed;                /* a trim is armed on the deadline service */
+  double armed_at;          /* when the armed trim fires (0: none armed) */
   dl_timer timer;
   atomic_long count;        /* trims done (core.memory) */
   atomic_long tokens;       /* workers' token blocks held (core.memory) */
@@ -128,37 +129,73 @@ static void trim(void) {
   atomic_fetch_add(&give_back.count, 1);
 }
 
+static void *trim_main(void *arg) {
+  (void)arg;
+  pthread_setname_np(pthread_self(), "weft:trim");
+  trim();
+  return NULL;
+}
+
+/* malloc_trim takes up to ~15 ms on a big fragmented heap: never on the
+ * deadline service (real-time, and every deadline would wait) nor on a
+ * worker about to take a task.  Those start a short-lived thread for it. */
+static void trim_elsewhere(void) {
+  pthread_attr_t attr;
+  pthread_t thread;
+  sigset_t all, old;
+  struct sched_param sp = {.sched_priority = 0};
+  int rc;
+  pthread_attr_init(&attr);
+  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+  pthread_attr_setstacksize(&attr, 128u << 10);
+  pthread_attr_setinheritsched(&attr, PTHREAD_EXPLICIT_SCHED);
+  pthread_attr_setschedpolicy(&attr, SCHED_OTHER);
+  pthread_attr_setschedparam(&attr, &sp);
+  sigfillset(&all);
+  pthread_sigmask(SIG_BLOCK, &all, &old);
+  rc = pthread_create(&thread, &attr, trim_main, NULL);
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  pthread_attr_destroy(&attr);
+  if (rc != 0) trim();   /* (no thread to be had: here, then) */
+}
+
 static void give_back_fire(dl_timer *t) {
   (void)t;
   pthread_mutex_lock(&give_back.lock);
-  give_back.armed = 0;
+  give_back.armed_at = 0;
   give_back.last = weft_now();
   pthread_mutex_unlock(&give_back.lock);
-  trim();
+  trim_elsewhere();
 }
 
-void pool_give_back(void) {
-  double now = weft_now(), at = 0;
+/* Trims now if the last trim is `interval` seconds old (on this thread,
+ * or elsewhere when `away`), else makes sure one comes by the end of the
+ * interval. */
+static void give_back_within(double interval, int away) {
+  double now = weft_now(), at;
   pthread_mutex_lock(&give_back.lock);
-  if (give_back.armed) {   /* (it comes later, so after our caller's frees) */
+  if (give_back.last == 0 || now - give_back.last >= interval) {
+    give_back.last = now;
     pthread_mutex_unlock(&give_back.lock);
+    if (away || dl_on_service_thread()) trim_elsewhere(); else trim();
     return;
   }
-  if (give_back.last == 0 || now - give_back.last >= POOL_TRIM_INTERVAL) {
-    give_back.last = now;
-  } else {
-    give_back.armed = 1;
-    at = give_back.last + POOL_TRIM_INTERVAL;
+  at = give_back.last + interval;
+  if (give_back.armed_at > 0 && give_back.armed_at <= at) {
+    pthread_mutex_unlock(&give_back.lock);   /* (it comes after our caller's frees) */
+    return;
   }
+  give_back.armed_at = at;
   pthread_mutex_unlock(&give_back.lock);
-  if (at > 0 && dl_arm(&give_back.timer, at, give_back_fire) == 0) return;
-  if (at > 0) {   /* no memory for the timer: trim now */
+  if (dl_arm(&give_back.timer, at, give_back_fire) != 0) {   /* no memory for it */
     pthread_mutex_lock(&give_back.lock);
-    give_back.armed = 0;
+    give_back.armed_at = 0;
     pthread_mutex_unlock(&give_back.lock);
+    trim_elsewhere();
   }
-  trim();
 }
+
+void pool_give_back(void) { give_back_within(POOL_TRIM_INTERVAL, 0); }
 
 static void tune_malloc(void) {
 #ifdef __GLIBC__
@@ -190,7 +227,7 @@ static void token_free(worker *w) {
 static void worker_idle(pool *p, worker *w) {
   token_free(w);
   token_take(w);
-  if (atomic_load(&p->nidle) + 1 >= p->nworkers) pool_give_back();
+  if (atomic_load(&p->nidle) + 1 >= p->nworkers) give_back_within(POOL_IDLE_TRIM_INTERVAL, 1);
 }
 
 /* Drops what a task holds; its memory stays for reuse (and is not
