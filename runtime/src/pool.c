@@ -408,10 +408,10 @@ static void pool_submit_ready(pool *p, task *t) {
 /* Takes the next task, sleeping while there is none; NULL once the pool is
  * shut down and nothing is queued or waiting on dependencies.  `done`, a
  * finished task, goes back to the free stack on the way.  Before it first
- * sleeps, it calls worker_idle(p, w). */
+ * sleeps after a task, it calls worker_idle(p, w). */
 static task *pool_take(pool *p, task *done, worker *w) {
   task *t;
-  int idled = 0;
+  int idled = done == NULL;   /* (nothing ran since it last slept) */
   if (done == NULL && (t = ring_pop(p)) != NULL) return t;
   pthread_mutex_lock(&p->lock);
   if (done) done = task_recycle_locked(p, done);
