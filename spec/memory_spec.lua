@@ -47,6 +47,24 @@ describe("giving memory back", function()
     wait_until(function() return core.memory().trims > freed end, "the trim after the collection")
   end)
 
+  it("a shut-down executor still referenced gives its workers' arenas back when its futures go", function()
+    full_gc()
+    local before = core.memory()
+    local ex <close> = weft.threads{ workers = 2 }
+    local function burst()
+      local futs = {}
+      for i = 1, 2000 do futs[i] = ex:submit(function(x) return { x, tostring(x) } end, i) end
+      for i = 1, 2000 do assert.equal(i, futs[i]:result()[1]) end
+      ex:shutdown()
+      assert.equal(before.tokens + 2, core.memory().tokens)
+    end
+    burst()
+    full_gc()   -- the futures are collected; the executor is not
+    assert.equal(before.tokens, core.memory().tokens)
+    wait_until(function() return core.memory().trims > before.trims end, "the trim that follows")
+    assert.equal(2000, ex:stats().completed)
+  end)
+
   it("a pool that goes idle trims without being shut down", function()
     local ex <close> = weft.threads{ workers = 1 }
     assert.equal(1, ex:submit(function() return 1 end):result())

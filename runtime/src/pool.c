@@ -83,6 +83,7 @@
  * trim threshold weft sets, and the size of a worker's token block. */
 #define POOL_TRIM_INTERVAL 0.05
 #define POOL_IDLE_TRIM_INTERVAL 1.0   /* (for a pool going idle: often) */
+#define POOL_TRIM_LATER 0.1           /* (after the collection that comes next) */
 #define POOL_TRIM_THRESHOLD (512u << 10)
 #define POOL_TRIM_TOKEN (80u << 10)
 
@@ -170,17 +171,19 @@ static void give_back_fire(dl_timer *t) {
 
 /* Trims now if the last trim is `interval` seconds old (on this thread,
  * or elsewhere when `away`), else makes sure one comes by the end of the
- * interval. */
-static void give_back_within(double interval, int away) {
+ * interval.  With a `delay`, not now but that many seconds from now (or
+ * at the end of the interval, if later). */
+static void give_back_within(double interval, int away, double delay) {
   double now = weft_now(), at;
   pthread_mutex_lock(&give_back.lock);
-  if (give_back.last == 0 || now - give_back.last >= interval) {
+  if (delay <= 0 && (give_back.last == 0 || now - give_back.last >= interval)) {
     give_back.last = now;
     pthread_mutex_unlock(&give_back.lock);
     if (away || dl_on_service_thread()) trim_elsewhere(); else trim();
     return;
   }
   at = give_back.last + interval;
+  if (at < now + delay) at = now + delay;
   if (give_back.armed_at > 0 && give_back.armed_at <= at) {
     pthread_mutex_unlock(&give_back.lock);   /* (it comes after our caller's frees) */
     return;
@@ -195,7 +198,7 @@ static void give_back_within(double interval, int away) {
   }
 }
 
-void pool_give_back(void) { give_back_within(POOL_TRIM_INTERVAL, 0); }
+void pool_give_back(void) { give_back_within(POOL_TRIM_INTERVAL, 0, 0); }
 
 static void tune_malloc(void) {
 #ifdef __GLIBC__
@@ -227,7 +230,7 @@ static void token_free(worker *w) {
 static void worker_idle(pool *p, worker *w) {
   token_free(w);
   token_take(w);
-  if (atomic_load(&p->nidle) + 1 >= p->nworkers) give_back_within(POOL_IDLE_TRIM_INTERVAL, 1);
+  if (atomic_load(&p->nidle) + 1 >= p->nworkers) give_back_within(POOL_IDLE_TRIM_INTERVAL, 1, 0);
 }
 
 /* Drops what a task holds; its memory stays for reuse (and is not
@@ -251,8 +254,26 @@ static task *task_recycle_locked(pool *p, task *t) {
   return NULL;
 }
 
+/* The workers' tokens go back, once (see "giving memory back"). */
+static void release_tokens(pool *p) {
+  if (atomic_exchange(&p->tokens_released, 1)) return;
+  for (worker *w = atomic_load(&p->all); w; w = w->next_all) token_free(w);
+}
+
 void pool_unref(pool *p) {
-  if (p == NULL || atomic_fetch_sub(&p->refs, 1) != 1) return;
+  if (p == NULL) return;
+  /* A thread pool whose workers are gone (shut down) and whose last future
+   * goes now, while its executor is still referenced: its workers' arenas
+   * need not wait for the executor to be collected, and a trim follows
+   * once the collection that frees the futures' Lua values has likely run
+   * (a future goes in a collection's finalizers; its values in the next
+   * one).  (We still hold our reference: the pool stays meanwhile.) */
+  if (p->kind == POOL_THREADS && atomic_load(&p->refs) == 2 && atomic_load(&p->nalive) == 0 &&
+      !atomic_load(&p->tokens_released)) {
+    release_tokens(p);
+    give_back_within(POOL_TRIM_INTERVAL, 1, POOL_TRIM_LATER);
+  }
+  if (atomic_fetch_sub(&p->refs, 1) != 1) return;
   while (p->failed) {
     flink *l = p->failed;
     p->failed = l->next;
@@ -261,9 +282,9 @@ void pool_unref(pool *p) {
   }
   while (p->nfree > 0) free(p->free_tasks[--p->nfree]);
   while (p->nspares > 0) free(p->spares[--p->nspares]);
+  release_tokens(p);   /* (the workers' arenas' tops go back: see above) */
   for (worker *w = atomic_load(&p->all), *next; w; w = next) {
     next = w->next_all;
-    token_free(w);   /* (its arena's top goes back: see above) */
     pthread_mutex_destroy(&w->lock);
     free(w);
   }

@@ -170,6 +170,7 @@ typedef struct pool {
   _Alignas(CACHE_LINE) atomic_long dep_failed;   /* failed by a dependency */
   atomic_long timed_out;         /* failed by their deadline */
   atomic_int nalive;             /* worker threads still running */
+  atomic_int tokens_released;    /* the workers' trim tokens were freed */
   struct pool *next_orphan;      /* home->orphans (the home's thread) */
 } pool;
 
