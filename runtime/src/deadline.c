@@ -21,6 +21,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sched.h>
 #include <stdint.h>
 #include <string.h>
@@ -131,6 +132,9 @@ static void raise_priority(void) {
     memset(&a, 0, sizeof a);
     a.size = sizeof a;
     a.policy = SCHED_OTHER;
+    errno = 0;
+    a.nice = getpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid));   /* (kept as it is) */
+    if (errno != 0) return;
     a.runtime = 100000;   /* ns: the shortest slice Linux takes */
     syscall(SYS_sched_setattr, 0, &a, 0);   /* (older kernels ignore it) */
 #endif
