@@ -51,4 +51,8 @@ int dl_arm(dl_timer *t, double when, dl_fire_fn fire);
  * nor from t's own fire function. */
 int dl_disarm(dl_timer *t);
 
+/* 1 on the service's own thread (a fire function): a thread started there
+ * must not inherit its real-time priority. */
+int dl_on_service_thread(void);
+
 #endif

@@ -61,6 +61,7 @@
 #include "wire.h"
 
 #define EXECUTOR_MT "weft.Executor"
+#define GIVE_BACK_MT "weft.GiveBack"
 /* The most workers one pool may have (core.max_workers). */
 #define POOL_MAX_WORKERS 4096
 /* How long an idle worker polls the queue before it sleeps: a submitter
@@ -78,12 +79,159 @@
 /* How long a stopped attempt may take to come back before its worker is
  * taken for blocked in a C call and replaced. */
 #define STUCK_GRACE 0.1
+/* Giving memory back (below): the fewest seconds between two trims, the
+ * trim threshold weft sets, and the size of a worker's token block. */
+#define POOL_TRIM_INTERVAL 0.05
+#define POOL_IDLE_TRIM_INTERVAL 1.0   /* (for a pool going idle: often) */
+#define POOL_TRIM_LATER 0.1           /* (after the collection that comes next) */
+#define POOL_TRIM_THRESHOLD (512u << 10)
+#define POOL_TRIM_TOKEN (80u << 10)
 
 int luaopen_weft_core(lua_State *L);
 
 /* === life ================================================================ */
 
 void pool_ref(pool *p) { atomic_fetch_add(&p->refs, 1); }
+
+/* === giving memory back ==================================================
+ *
+ * glibc's malloc keeps freed memory for reuse, so after a burst of tasks
+ * the process stayed at its peak (56 MB after 100,000 tasks).  It gives
+ * back the top of the main heap by itself only above a threshold that
+ * grows with the largest block ever freed (4 MB once a script has had a
+ * 100,000-entry table), and the top of a thread's arena never through
+ * malloc_trim.  Each worker thread has an arena, which holds its Lua state
+ * and the results it encoded until the owner frees them, much later.  So:
+ *   - weft fixes the trim threshold (POOL_TRIM_THRESHOLD) when it starts
+ *     its first worker thread, unless the environment tunes malloc;
+ *   - each worker takes a token block from its own arena when it starts:
+ *     freeing it once the arena's other blocks are free merges it into the
+ *     arena's top, and a free that big makes glibc trim that arena;
+ *   - a pool that is freed (its executor and its last future are gone)
+ *     frees its workers' tokens and trims; a collected executor trims
+ *     again after the next collection, which frees the results its
+ *     futures held (a sentinel object's __gc); a worker going idle frees
+ *     and takes back its token (its arena's top goes back), and the last
+ *     one to go idle trims, at most once a second. */
+
+static struct {
+  pthread_mutex_t lock;     /* rank 9, a leaf */
+  double last;              /* when the last trim began (0: never) */
+  double armed_at;          /* when the armed trim fires (0: none armed) */
+  dl_timer timer;
+  atomic_long count;        /* trims done (core.memory) */
+  atomic_long tokens;       /* workers' token blocks held (core.memory) */
+} give_back = {.lock = PTHREAD_MUTEX_INITIALIZER};
+
+static void trim(void) {
+#ifdef __GLIBC__
+  malloc_trim(0);
+#endif
+  atomic_fetch_add(&give_back.count, 1);
+}
+
+static void *trim_main(void *arg) {
+  (void)arg;
+  pthread_setname_np(pthread_self(), "weft:trim");
+  trim();
+  return NULL;
+}
+
+/* malloc_trim takes up to ~15 ms on a big fragmented heap: never on the
+ * deadline service (real-time, and every deadline would wait) nor on a
+ * worker about to take a task.  Those start a short-lived thread for it. */
+static void trim_elsewhere(void) {
+  pthread_attr_t attr;
+  pthread_t thread;
+  sigset_t all, old;
+  struct sched_param sp = {.sched_priority = 0};
+  int rc;
+  pthread_attr_init(&attr);
+  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+  pthread_attr_setstacksize(&attr, 128u << 10);
+  pthread_attr_setinheritsched(&attr, PTHREAD_EXPLICIT_SCHED);
+  pthread_attr_setschedpolicy(&attr, SCHED_OTHER);
+  pthread_attr_setschedparam(&attr, &sp);
+  sigfillset(&all);
+  pthread_sigmask(SIG_BLOCK, &all, &old);
+  rc = pthread_create(&thread, &attr, trim_main, NULL);
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  pthread_attr_destroy(&attr);
+  if (rc != 0) trim();   /* (no thread to be had: here, then) */
+}
+
+static void give_back_fire(dl_timer *t) {
+  (void)t;
+  pthread_mutex_lock(&give_back.lock);
+  give_back.armed_at = 0;
+  give_back.last = weft_now();
+  pthread_mutex_unlock(&give_back.lock);
+  trim_elsewhere();
+}
+
+/* Trims now if the last trim is `interval` seconds old (on this thread,
+ * or elsewhere when `away`), else makes sure one comes by the end of the
+ * interval.  With a `delay`, not now but that many seconds from now (or
+ * at the end of the interval, if later). */
+static void give_back_within(double interval, int away, double delay) {
+  double now = weft_now(), at;
+  pthread_mutex_lock(&give_back.lock);
+  if (delay <= 0 && (give_back.last == 0 || now - give_back.last >= interval)) {
+    give_back.last = now;
+    pthread_mutex_unlock(&give_back.lock);
+    if (away || dl_on_service_thread()) trim_elsewhere(); else trim();
+    return;
+  }
+  at = give_back.last + interval;
+  if (at < now + delay) at = now + delay;
+  if (give_back.armed_at > 0 && give_back.armed_at <= at) {
+    pthread_mutex_unlock(&give_back.lock);   /* (it comes after our caller's frees) */
+    return;
+  }
+  give_back.armed_at = at;
+  pthread_mutex_unlock(&give_back.lock);
+  if (dl_arm(&give_back.timer, at, give_back_fire) != 0) {   /* no memory for it */
+    pthread_mutex_lock(&give_back.lock);
+    give_back.armed_at = 0;
+    pthread_mutex_unlock(&give_back.lock);
+    trim_elsewhere();
+  }
+}
+
+void pool_give_back(void) { give_back_within(POOL_TRIM_INTERVAL, 0, 0); }
+
+static void tune_malloc(void) {
+#ifdef __GLIBC__
+  const char *t = getenv("GLIBC_TUNABLES");
+  if (getenv("MALLOC_TRIM_THRESHOLD_") || getenv("MALLOC_MMAP_THRESHOLD_") ||
+      getenv("MALLOC_TOP_PAD_") || (t && strstr(t, "glibc.malloc.")))
+    return;   /* the user's own tuning wins */
+  mallopt(M_TRIM_THRESHOLD, POOL_TRIM_THRESHOLD);
+#endif
+}
+static pthread_once_t tune_once = PTHREAD_ONCE_INIT;
+
+/* A worker's token: taken on its own thread (so from its arena), given
+ * back on any thread once the worker no longer runs. */
+static void token_take(worker *w) {
+  w->trim_token = malloc(POOL_TRIM_TOKEN);   /* (NULL: nothing to trim with) */
+  if (w->trim_token) atomic_fetch_add(&give_back.tokens, 1);
+}
+
+static void token_free(worker *w) {
+  if (w->trim_token == NULL) return;
+  free(w->trim_token);
+  w->trim_token = NULL;
+  atomic_fetch_sub(&give_back.tokens, 1);
+}
+
+/* A worker about to sleep (its thread, no lock held): its arena's free top
+ * goes back, and the last worker to go idle trims the rest. */
+static void worker_idle(pool *p, worker *w) {
+  token_free(w);
+  token_take(w);
+  if (atomic_load(&p->nidle) + 1 >= p->nworkers) give_back_within(POOL_IDLE_TRIM_INTERVAL, 1, 0);
+}
 
 /* Drops what a task holds; its memory stays for reuse (and is not
  * written: the submitter re-initializes it). */
@@ -106,8 +254,26 @@ static task *task_recycle_locked(pool *p, task *t) {
   return NULL;
 }
 
+/* The workers' tokens go back, once (see "giving memory back"). */
+static void release_tokens(pool *p) {
+  if (atomic_exchange(&p->tokens_released, 1)) return;
+  for (worker *w = atomic_load(&p->all); w; w = w->next_all) token_free(w);
+}
+
 void pool_unref(pool *p) {
-  if (p == NULL || atomic_fetch_sub(&p->refs, 1) != 1) return;
+  if (p == NULL) return;
+  /* A thread pool whose workers are gone (shut down) and whose last future
+   * goes now, while its executor is still referenced: its workers' arenas
+   * need not wait for the executor to be collected, and a trim follows
+   * once the collection that frees the futures' Lua values has likely run
+   * (a future goes in a collection's finalizers; its values in the next
+   * one).  (We still hold our reference: the pool stays meanwhile.) */
+  if (p->kind == POOL_THREADS && atomic_load(&p->refs) == 2 && atomic_load(&p->nalive) == 0 &&
+      !atomic_load(&p->tokens_released)) {
+    release_tokens(p);
+    give_back_within(POOL_TRIM_INTERVAL, 1, POOL_TRIM_LATER);
+  }
+  if (atomic_fetch_sub(&p->refs, 1) != 1) return;
   while (p->failed) {
     flink *l = p->failed;
     p->failed = l->next;
@@ -116,6 +282,7 @@ void pool_unref(pool *p) {
   }
   while (p->nfree > 0) free(p->free_tasks[--p->nfree]);
   while (p->nspares > 0) free(p->spares[--p->nspares]);
+  release_tokens(p);   /* (the workers' arenas' tops go back: see above) */
   for (worker *w = atomic_load(&p->all), *next; w; w = next) {
     next = w->next_all;
     pthread_mutex_destroy(&w->lock);
@@ -135,6 +302,7 @@ void pool_unref(pool *p) {
   pthread_mutex_destroy(&p->lock);
   pthread_cond_destroy(&p->work);
   free(p);
+  pool_give_back();
 }
 
 /* === queue =============================================================== */
@@ -260,9 +428,11 @@ static void pool_submit_ready(pool *p, task *t) {
 
 /* Takes the next task, sleeping while there is none; NULL once the pool is
  * shut down and nothing is queued or waiting on dependencies.  `done`, a
- * finished task, goes back to the free stack on the way. */
-static task *pool_take(pool *p, task *done) {
+ * finished task, goes back to the free stack on the way.  Before it first
+ * sleeps after a task, it calls worker_idle(p, w). */
+static task *pool_take(pool *p, task *done, worker *w) {
   task *t;
+  int idled = done == NULL;   /* (nothing ran since it last slept) */
   if (done == NULL && (t = ring_pop(p)) != NULL) return t;
   pthread_mutex_lock(&p->lock);
   if (done) done = task_recycle_locked(p, done);
@@ -293,6 +463,13 @@ static task *pool_take(pool *p, task *done) {
       pthread_mutex_lock(&p->lock);
       atomic_store(&p->spinning, 0);
       if (found) continue;
+    }
+    if (!idled && !pool_drained(p)) {
+      idled = 1;
+      pthread_mutex_unlock(&p->lock);
+      worker_idle(p, w);
+      pthread_mutex_lock(&p->lock);
+      continue;
     }
     /* Count ourselves idle, then look once more (see pool_submit_ready). */
     atomic_fetch_add(&p->nidle, 1);
@@ -429,6 +606,12 @@ int pool_start_thread(pool *p, pthread_t *thread, void *(*fn)(void *), void *arg
   sigdelset(&all, SIGILL);
   pthread_attr_init(&attr);
   if (stack) pthread_attr_setstacksize(&attr, stack);
+  if (dl_on_service_thread()) {   /* (a replacement worker: not real-time) */
+    struct sched_param sp = {.sched_priority = 0};
+    pthread_attr_setinheritsched(&attr, PTHREAD_EXPLICIT_SCHED);
+    pthread_attr_setschedpolicy(&attr, SCHED_OTHER);
+    pthread_attr_setschedparam(&attr, &sp);
+  }
   pool_ref(p);
   atomic_fetch_add(&p->nalive, 1);
   pthread_sigmask(SIG_BLOCK, &all, &old);
@@ -586,6 +769,28 @@ static void watch_stuck(worker *w) {
   dl_arm(&w->stuck, weft_now() + STUCK_GRACE, worker_stuck);
 }
 
+/* After a deadline passed on w: the pool's other workers that hold or
+ * wait for a CPU yield it once (stop_nudge), so that w (to be stopped) and
+ * the owner (woken by the failure) get one now: with more busy workers
+ * than cores they waited for a scheduler tick or more (p99 9 ms on 2 cores
+ * with 4 workers).  Only workers inside an attempt: their level is set
+ * under their lock, so their thread is alive. */
+static void nudge_peers(pool *p, worker *w) {
+  worker *peers[64];
+  int i, n;
+  pthread_mutex_lock(&p->lock);
+  n = p->nworkers < 64 ? p->nworkers : 64;
+  memcpy(peers, p->slots, (size_t)n * sizeof *peers);
+  pthread_mutex_unlock(&p->lock);
+  for (i = 0; i < n; i++) {
+    worker *o = peers[i];
+    if (o == w || !atomic_load_explicit(&o->busy, memory_order_relaxed)) continue;
+    pthread_mutex_lock(&o->lock);
+    if (o->level && !o->abandoned) stop_nudge(&o->ctx);
+    pthread_mutex_unlock(&o->lock);
+  }
+}
+
 /* The attempt's deadline (deadline service thread). */
 static void task_deadline(stop_level *lv) {
   task *t = lv->data;
@@ -597,6 +802,7 @@ static void task_deadline(stop_level *lv) {
     pthread_mutex_lock(&w->lock);
     if (w->task == t) watch_stuck(w);
     pthread_mutex_unlock(&w->lock);
+    nudge_peers(p, w);
   }
 }
 
@@ -819,8 +1025,9 @@ static void *worker_main(void *arg) {
   snprintf(name, sizeof name, "weft:%.6s:%d", p->name ? p->name : "pool", w->index);
   pthread_setname_np(pthread_self(), name);
   stop_attach(&w->ctx, 1);
+  token_take(w);
   L = worker_state_new(p, &broken);
-  while ((t = pool_take(p, done)) != NULL) {
+  while ((t = pool_take(p, done, w)) != NULL) {
     int stopped = 0, r;
     done = NULL;
     if (L == NULL) {   /* no memory for a Lua state: fail, don't hang */
@@ -1069,13 +1276,33 @@ static int ex_gc(lua_State *L) {
      * this). */
     if (pooled && !h->closed) {
       home_release_spares(h);
-#ifdef __GLIBC__
-      malloc_trim(0);
-#endif
+      pool_give_back();
+      /* What the futures kept (their results' Lua values) is freed only by
+       * the next collection: a sentinel trims again when it has run. */
+      lua_newuserdatauv(L, 0, 0);
+      luaL_setmetatable(L, GIVE_BACK_MT);
+      lua_pop(L, 1);
     }
     home_unref(h);
   }
   return 0;
+}
+
+static int give_back_gc(lua_State *L) {
+  (void)L;
+  pool_give_back();
+  return 0;
+}
+
+/* core.memory() -> {trims = n, tokens = n}: how many times weft gave free
+ * memory back, and how many worker arenas it has yet to give back */
+static int l_memory(lua_State *L) {
+  lua_createtable(L, 0, 2);
+  lua_pushinteger(L, (lua_Integer)atomic_load(&give_back.count));
+  lua_setfield(L, -2, "trims");
+  lua_pushinteger(L, (lua_Integer)atomic_load(&give_back.tokens));
+  lua_setfield(L, -2, "tokens");
+  return 1;
 }
 
 /* <close>: shut down and wait; the executor object stays usable for
@@ -1731,6 +1958,7 @@ static int l_pool(lua_State *L) {
       return weft_error(L, WK_CONFIG, "cannot start the process pool's supervisor: %s",
                         strerror(rc));
     }
+    if (p->kind == POOL_THREADS) pthread_once(&tune_once, tune_malloc);
     for (i = 0; p->kind == POOL_THREADS && i < p->nworkers; i++) {
       if ((rc = worker_start(p, p->slots[i])) != 0) {
         pool_shutdown(L, p, 1, 1);
@@ -1783,8 +2011,13 @@ void pool_open(lua_State *L) {
       {"is_executor", l_is_executor},
       {"executors", l_executors},
       {"now", l_now},
+      {"memory", l_memory},
       {NULL, NULL}};
   int mod = lua_gettop(L);
+  luaL_newmetatable(L, GIVE_BACK_MT);
+  lua_pushcfunction(L, give_back_gc);
+  lua_setfield(L, -2, "__gc");
+  lua_pop(L, 1);
   luaL_newmetatable(L, EXECUTOR_MT);
   luaL_newlib(L, methods);
   lua_pushvalue(L, -1);

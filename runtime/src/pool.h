@@ -97,6 +97,10 @@ typedef struct worker {
   int abandoned;               /* stuck in C: replaced, exits when it returns */
   dl_timer stuck;              /* a stopped attempt that has not returned */
   stop_ctx ctx;                /* the thread's stop context */
+  /* A block of the thread's own malloc arena, freed with the pool (see
+   * "giving memory back" in pool.c), or NULL. */
+  void *trim_token;
+  size_t idle_kb;              /* its Lua state's size after the last idle collection */
 } worker;
 
 /* Fields are grouped by who writes them, one cache line apart, so the
@@ -166,6 +170,7 @@ typedef struct pool {
   _Alignas(CACHE_LINE) atomic_long dep_failed;   /* failed by a dependency */
   atomic_long timed_out;         /* failed by their deadline */
   atomic_int nalive;             /* worker threads still running */
+  atomic_int tokens_released;    /* the workers' trim tokens were freed */
   struct pool *next_orphan;      /* home->orphans (the home's thread) */
 } pool;
 
@@ -241,6 +246,11 @@ pool *pool_from_lua(lua_State *L, int idx);
 void pool_abort_all(lua_State *L);
 /* weft_set_default_workers. */
 void pool_set_default_workers(int n);
+
+/* Gives free heap memory back to the system (malloc_trim), at most every
+ * POOL_TRIM_INTERVAL seconds: a call within that time of the last trim
+ * arms one on the deadline service instead.  Any thread. */
+void pool_give_back(void);
 
 /* Registers the executor constructors and methods into the module table at
  * the top of the stack. */

@@ -5,6 +5,9 @@
 #include "stop.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <sched.h>
+#include <stdio.h>
 #include <lauxlib.h>
 #include <math.h>
 #include <stdlib.h>
@@ -187,12 +190,45 @@ static void chain(const struct sigaction *old, int sig, siginfo_t *si, void *uc)
 
 static void on_stop_signal(int sig, siginfo_t *si, void *uc) {
   stop_ctx *c = reg_find();
-  int saved = errno;
+  int saved = errno, nudged = c && sig == SIGURG && atomic_exchange(&c->nudged, 0);
+  if (nudged) sched_yield();
   if (c && atomic_load(&c->pending))
     set_stop_hook(atomic_load(&c->L));
-  else
+  else if (!nudged)
     chain(sig == SIGURG ? &old_urg : &old_alrm, sig, si, uc);
   errno = saved;
+}
+
+/* 1 if thread `tid` of this process is running or runnable ('R' in its
+ * /proc stat: not asleep in a system call). */
+static int thread_runnable(pid_t tid) {
+  char path[64], buf[512], *p;
+  ssize_t n;
+  int fd;
+  snprintf(path, sizeof path, "/proc/self/task/%d/stat", (int)tid);
+  if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0) return 0;
+  n = read(fd, buf, sizeof buf - 1);
+  close(fd);
+  if (n <= 0) return 0;
+  buf[n] = '\0';
+  p = strrchr(buf, ')');   /* (the name in parentheses may hold anything) */
+  return p && p[1] == ' ' && p[2] == 'R';
+}
+
+static atomic_long nudges;   /* sent, for core._nudges() */
+
+int stop_nudge(stop_ctx *c) {
+  if (!thread_runnable(c->tid)) return 0;
+  atomic_store(&c->nudged, 1);
+  pthread_kill(c->thread, SIGURG);
+  atomic_fetch_add(&nudges, 1);
+  return 1;
+}
+
+/* core._nudges() -> how many times stop_nudge asked a thread to yield */
+static int l_nudges(lua_State *L) {
+  lua_pushinteger(L, (lua_Integer)atomic_load(&nudges));
+  return 1;
 }
 
 static void free_ctx(void *p) {
@@ -219,6 +255,7 @@ void stop_init(void) { pthread_once(&init_once, init_once_fn); }
 static void ctx_init(stop_ctx *c, int worker) {
   memset(c, 0, sizeof *c);
   c->thread = pthread_self();
+  c->tid = (pid_t)syscall(SYS_gettid);
   c->worker = worker;
   atomic_init(&c->L, NULL);
   atomic_init(&c->pending, 0);
@@ -616,6 +653,8 @@ void stop_open(lua_State *L) {
   lua_setfield(L, -2, "interrupted");
   lua_pushcfunction(L, l_clear_interrupt);
   lua_setfield(L, -2, "clear_interrupt");
+  lua_pushcfunction(L, l_nudges);
+  lua_setfield(L, -2, "_nudges");
   luaL_newlib(L, timeout);
   lua_setfield(L, -2, "timeout");
 }

@@ -30,6 +30,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
+#include <sys/types.h>
 
 #include "deadline.h"
 #include "future.h"
@@ -62,6 +63,8 @@ struct stop_ctx {
   int worker;                /* a weft worker thread (coroutines tracked) */
   pthread_mutex_t mu;        /* rank 4 ("stop"): guards waiting_home */
   home *waiting_home;        /* the home this thread sleeps on, if any */
+  pid_t tid;                 /* the thread's kernel id */
+  atomic_int nudged;         /* stop_nudge: yield the CPU once */
 };
 
 /* Installs the SIGURG handler (once per process). */
@@ -90,6 +93,15 @@ int stop_pop(stop_level *lv);
  * lock its owner takes before stop_pop).  Returns 1 if this call stopped
  * it, 0 if it was stopped already. */
 int stop_fire(stop_level *lv, int kind);
+
+/* Asks c's thread to give up its CPU once (sched_yield in the signal
+ * handler), if it is running or waiting for a CPU (not asleep in a system
+ * call, which the signal would interrupt).  For a deadline that passed
+ * while its thread was waiting for a core that busy threads held: the
+ * stopped thread, and the owner waiting for the failure, get one at once
+ * instead of at the next scheduler tick or later.  The caller guarantees
+ * the thread does not exit meanwhile.  Returns 1 if it was asked. */
+int stop_nudge(stop_ctx *c);
 
 /* 1 if the calling thread has a fired level. */
 int stop_pending(void);

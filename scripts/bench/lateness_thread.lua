@@ -18,6 +18,15 @@ thread after a grace period, and its next task would then start on the
 new thread, so the script also checks that the process has not gained a
 thread. Baseline: lateness_thread.py (ThreadPoolExecutor cannot stop its
 task at all, only stop waiting for it).
+
+With a number of workers W as argument (lateness_thread_4.lua passes 4:
+more workers than the 2 cores of the reference machine), each trial runs W
+spins at once on a W-worker pool, the i-th with timeout T + (i - 1) * 3 ms,
+so that each deadline passes while the later spins still hold the cores.
+As soon as the i-th has failed, a trivial task is submitted: the first
+worker free to start it is the one just stopped (the others still spin),
+so its start tells when that spin had stopped. 200 trials make 200 * W
+samples.
 ]]
 local bench = dofile((arg[0]:match("^(.*)/") or ".") .. "/benchlib.lua")
 local weft = require "weft"
@@ -25,6 +34,8 @@ local core = require "weft.core"
 
 local TRIALS = 200
 local T = 0.02 -- the task's timeout, seconds
+local W = math.tointeger(tonumber(arg[1] or "1")) or error("usage: lateness_thread.lua [WORKERS]")
+local STAGGER = 0.003 -- seconds between the deadlines of one trial's spins
 
 local function spin()
   while true do end
@@ -41,25 +52,34 @@ local function thread_count()
   return assert(tonumber(text:match("\nThreads:%s*(%d+)")), "cannot parse /proc/self/status")
 end
 
--- One trial: returns the failed and the stopped lateness, in seconds.
-local function trial(ex)
-  local t0 = core.now()
-  local f = ex:submit(weft.task{spin, timeout = T})
-  local ok, err = pcall(f.result, f)
-  local failed_at = core.now()
-  assert(not ok and core.is(err, "timeout"), "the task did not time out: " .. tostring(err))
-  local next_start = ex:submit(start_time):result()
-  local deadline = t0 + T
-  return failed_at - deadline, math.max(failed_at, next_start) - deadline
+-- One trial: adds its failed and stopped latenesses (seconds) to the lists.
+local function trial(ex, failed, stopped)
+  local futs, deadlines, failed_at, nexts = {}, {}, {}, {}
+  for i = 1, W do
+    local timeout = T + (i - 1) * STAGGER
+    deadlines[i] = core.now() + timeout
+    futs[i] = ex:submit(weft.task{spin, timeout = timeout})
+  end
+  for i = 1, W do
+    local ok, err = pcall(futs[i].result, futs[i])
+    failed_at[i] = core.now()
+    assert(not ok and core.is(err, "timeout"), "the task did not time out: " .. tostring(err))
+    nexts[i] = ex:submit(start_time)
+  end
+  for i = 1, W do
+    local late = failed_at[i] - deadlines[i]
+    failed[#failed + 1] = late
+    stopped[#stopped + 1] = math.max(late, nexts[i]:result() - deadlines[i])
+  end
 end
 
 do
-  local ex <close> = weft.threads{workers = 1}
-  trial(ex) -- warm-up: starts the worker and the deadline service
+  local ex <close> = weft.threads{workers = W}
+  trial(ex, {}, {}) -- warm-up: starts the workers and the deadline service
   local threads = thread_count()
   local failed, stopped = {}, {}
-  for i = 1, TRIALS do
-    failed[i], stopped[i] = trial(ex)
+  for _ = 1, TRIALS do
+    trial(ex, failed, stopped)
   end
   assert(thread_count() == threads, "a worker was replaced: a task was not stopped")
   bench.result("p99_ms", bench.percentile(stopped, 99) * 1e3,
@@ -67,5 +87,5 @@ do
                "max_ms", bench.percentile(stopped, 100) * 1e3,
                "failed_p50_ms", bench.percentile(failed, 50) * 1e3,
                "failed_p99_ms", bench.percentile(failed, 99) * 1e3,
-               "stopped", TRIALS, "trials", TRIALS, "timeout_ms", T * 1e3)
+               "stopped", #stopped, "trials", TRIALS, "workers", W, "timeout_ms", T * 1e3)
 end
