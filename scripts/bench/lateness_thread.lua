@@ -50,11 +50,19 @@ local function start_time()
   return require("weft.core").now()
 end
 
+-- The pool's worker threads (named weft:pool:N), not counting the
+-- short-lived thread that trims the heap now and then (weft:trim).
 local function thread_count()
-  local f = assert(io.open("/proc/self/status", "r"))
-  local text = f:read("a")
-  f:close()
-  return assert(tonumber(text:match("\nThreads:%s*(%d+)")), "cannot parse /proc/self/status")
+  local n = 0
+  local stat = assert(io.open("/proc/self/stat", "r"))
+  local pid = stat:read("n")
+  stat:close()
+  local p = assert(io.popen("cat /proc/" .. pid .. "/task/*/comm 2>/dev/null"))
+  for name in p:lines() do
+    if name:match("^weft:pool:") then n = n + 1 end
+  end
+  p:close()
+  return n
 end
 
 local starts = {}   -- submit to start, seconds
