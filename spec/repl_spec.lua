@@ -173,7 +173,7 @@ describe("the weft REPL", function()
       release(done), expect("callback\t5\r\n"), PROMPT,
       line "ex:submit(function(q) io.open(q):read('a') require('weft').log.warn('hi') end, Q)", PROMPT,
       release(logged), expect("WARN  [on thread 1] hi\r\n"), PROMPT,
-      line "'prompt works'", expect("prompt works\r\n"),
+      line "'prompt works'", expect("prompt works\r\n"), PROMPT,
       send(CTRL_D), { exit = true },
     })
   end)
