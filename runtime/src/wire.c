@@ -90,12 +90,13 @@ static void revmap_build(lua_State *L) {
   lua_rawsetp(L, LUA_REGISTRYINDEX, &REVMAP);
 }
 
-/* Pushes the reverse-map name of the value at idx, or returns 0. */
-static int revmap_name(lua_State *L, int idx) {
-  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &REVMAP) != LUA_TTABLE) {
+/* Pushes the name that the registry's table at `key` gives the value at
+ * idx, or returns 0 (no such table, or no name). */
+static int registry_name(lua_State *L, const void *key, int idx) {
+  idx = lua_absindex(L, idx);
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, key) != LUA_TTABLE) {
     lua_pop(L, 1);
-    revmap_build(L);
-    lua_rawgetp(L, LUA_REGISTRYINDEX, &REVMAP);
+    return 0;
   }
   lua_pushvalue(L, idx);
   if (lua_rawget(L, -2) == LUA_TSTRING) {
@@ -104,6 +105,14 @@ static int revmap_name(lua_State *L, int idx) {
   }
   lua_pop(L, 2);
   return 0;
+}
+
+/* Pushes the reverse-map name of the value at idx, or returns 0. */
+static int revmap_name(lua_State *L, int idx) {
+  idx = lua_absindex(L, idx);
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &REVMAP) != LUA_TTABLE) revmap_build(L);
+  lua_pop(L, 1);
+  return registry_name(L, &REVMAP, idx);
 }
 
 /* === registered types (weft.register) ==================================== */
@@ -142,20 +151,7 @@ void wire_type_register(lua_State *L, int name, int mt) {
 }
 
 /* Pushes the registered name of the metatable at idx, or returns 0. */
-static int type_name_of(lua_State *L, int idx) {
-  idx = lua_absindex(L, idx);
-  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &TYPES) != LUA_TTABLE) {
-    lua_pop(L, 1);
-    return 0;
-  }
-  lua_pushvalue(L, idx);
-  if (lua_rawget(L, -2) == LUA_TSTRING) {
-    lua_remove(L, -2);
-    return 1;
-  }
-  lua_pop(L, 2);
-  return 0;
-}
+static int type_name_of(lua_State *L, int idx) { return registry_name(L, &TYPES, idx); }
 
 /* Pushes the metatable registered under the name, or returns 0. */
 static int type_lookup(lua_State *L, const char *name, size_t len) {

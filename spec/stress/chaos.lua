@@ -42,19 +42,9 @@ local core = require "weft.core"
 
 -- === options ===============================================================
 
-local opts = { tasks = 20000, seed = os.time() % 100000, batch = 250, workers = 4 }
-do
-  local i = 1
-  while i <= #arg do
-    local k = arg[i]:match("^%-%-(%w+)$")
-    if not k or opts[k] == nil or not tonumber(arg[i + 1]) then
-      io.stderr:write("usage: chaos.lua [--tasks N] [--seed S] [--batch B] [--workers W]\n")
-      os.exit(2)
-    end
-    opts[k] = math.tointeger(tonumber(arg[i + 1])) or error("--" .. k .. " wants an integer")
-    i = i + 2
-  end
-end
+local S = dofile((arg[0]:match("^(.*)/") or ".") .. "/stresslib.lua")
+local opts = S.options({ tasks = 20000, seed = os.time() % 100000, batch = 250, workers = 4 },
+                       "chaos.lua")
 
 io.stdout:setvbuf("line")
 print(("chaos: %d process tasks, %d workers, batches of %d, seed %d")
@@ -64,39 +54,11 @@ print(("chaos: rerun with: lua5.4 spec/stress/chaos.lua --tasks %d --seed %d --b
 
 -- === the machine's view ====================================================
 
-local function read_file(path)
-  local f = io.open(path, "r")
-  if not f then return nil end
-  local s = f:read("a")
-  f:close()
-  return s
-end
+local read_file, list_dir, mypid = S.read_file, S.list_dir, S.mypid
+local children_now, kill_pid = S.children_now, S.kill_pid
 
-local function list_dir(path)
-  local out = {}
-  local p = io.popen("ls " .. path .. " 2>/dev/null")
-  for name in p:lines() do out[#out + 1] = name end
-  p:close()
-  return out
-end
-
--- (Listed by `ls`, a child: /proc/self would be its own.)
-local mypid = tonumber((read_file("/proc/self/stat") or ""):match("^(%d+)"))
 local SLEEP = ("sleep 900.%d"):format(mypid)          -- what the tasks start
 local SLEEP_CMDLINE = "sleep\0" .. ("900.%d"):format(mypid) .. "\0"
-
--- The children of this process (any thread's), zombies included; the `ls`
--- and `sh` that list them are left out.
-local function children_now()
-  local kids = {}
-  for _, tid in ipairs(list_dir("/proc/" .. mypid .. "/task")) do
-    for pid in (read_file("/proc/" .. mypid .. "/task/" .. tid .. "/children") or ""):gmatch("%d+") do
-      local comm = (read_file("/proc/" .. pid .. "/comm") or ""):gsub("%s+$", "")
-      if comm ~= "ls" and comm ~= "sh" and comm ~= "" then kids[#kids + 1] = pid .. ":" .. comm end
-    end
-  end
-  return kids
-end
 
 -- The tasks' sleeps still running anywhere (zombies are dead: whoever
 -- adopted them reaps them).
@@ -111,29 +73,9 @@ local function tagged_sleeps()
   return found
 end
 
-local kill_pid
-do
-  local ok, uv = pcall(require, "luv")
-  if ok then
-    kill_pid = function(pid) return uv.kill(pid, "sigkill") == 0 end
-  else
-    kill_pid = function(pid) return os.execute("kill -KILL " .. pid .. " 2>/dev/null") == true end
-  end
-end
-
 -- === checks ================================================================
 
-local passed, failed = 0, 0
-local function check(ok, fmt, ...)
-  local msg = fmt:format(...)
-  if ok then
-    passed = passed + 1
-    print("ok    " .. msg)
-  else
-    failed = failed + 1
-    print("FAIL  " .. msg)
-  end
-end
+local check, summary = S.checks()
 
 -- === the tasks =============================================================
 
@@ -416,5 +358,4 @@ check(#sleeps == 0, "no program a task started is left (%d of '%s': %s)", #sleep
       #sleeps > 0 and table.concat(sleeps, " ") or "none")
 for _, pid in ipairs(sleeps) do kill_pid(tonumber(pid)) end
 
-print(("%d passed, %d failed"):format(passed, failed))
-os.exit(failed == 0 and 0 or 1)
+os.exit(summary() == 0 and 0 or 1)

@@ -39,19 +39,8 @@ local uv = require "luv"
 local weft = require "weft"
 local R = require "helpers.redis"
 
-local opts = { tasks = 30000, seconds = 120, seed = 16, workers = 3 }
-do
-  local i = 1
-  while i <= #arg do
-    local k = arg[i]:match("^%-%-(%w+)$")
-    if not k or opts[k] == nil or not tonumber(arg[i + 1]) then
-      io.stderr:write("usage: fleet_chaos.lua [--tasks N] [--seconds S] [--seed S] [--workers W]\n")
-      os.exit(2)
-    end
-    opts[k] = math.tointeger(tonumber(arg[i + 1])) or error("--" .. k .. " wants an integer")
-    i = i + 2
-  end
-end
+local S = dofile((arg[0]:match("^(.*)/") or ".") .. "/stresslib.lua")
+local opts = S.options({ tasks = 30000, seconds = 120, seed = 16, workers = 3 }, "fleet_chaos.lua")
 
 local function now() return uv.hrtime() / 1e9 end
 

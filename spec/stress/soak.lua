@@ -43,20 +43,9 @@ local core = require "weft.core"
 
 -- === options ===============================================================
 
-local opts = { threads = 1000000, processes = 200000, seed = 8, batch = 2000, workers = 4,
-               progress = 100000 }
-do
-  local i = 1
-  while i <= #arg do
-    local k = arg[i]:match("^%-%-(%w+)$")
-    if not k or opts[k] == nil or not tonumber(arg[i + 1]) then
-      io.stderr:write("usage: soak.lua [--threads N] [--processes M] [--seed S] [--batch B] [--workers W] [--progress P]\n")
-      os.exit(2)
-    end
-    opts[k] = math.tointeger(tonumber(arg[i + 1])) or error("--" .. k .. " wants an integer")
-    i = i + 2
-  end
-end
+local S = dofile((arg[0]:match("^(.*)/") or ".") .. "/stresslib.lua")
+local opts = S.options({ threads = 1000000, processes = 200000, seed = 8, batch = 2000, workers = 4,
+                         progress = 100000 }, "soak.lua")
 
 io.stdout:setvbuf("line")
 print(("soak: %d thread tasks, %d process tasks, %d workers each, batches of %d, seed %d")
@@ -66,13 +55,8 @@ print(("soak: rerun with: lua5.4 spec/stress/soak.lua --threads %d --processes %
 
 -- === the machine's view ====================================================
 
-local function read_file(path)
-  local f = io.open(path, "r")
-  if not f then return nil end
-  local s = f:read("a")
-  f:close()
-  return s
-end
+local read_file, list_dir, mypid = S.read_file, S.list_dir, S.mypid
+local threads_now, children_now, kill_pid = S.threads_now, S.children_now, S.kill_pid
 
 local function status_kb(field)
   local s = read_file("/proc/self/status") or ""
@@ -82,62 +66,9 @@ end
 local function rss_mb() return status_kb("VmRSS") / 1024 end
 local function lua_mb() return collectgarbage("count") / 1024 end
 
-local function list_dir(path)
-  local out = {}
-  local p = io.popen("ls " .. path .. " 2>/dev/null")
-  for name in p:lines() do out[#out + 1] = name end
-  p:close()
-  return out
-end
-
--- (Listed by `ls`, a child: /proc/self would be its own.)
-local mypid = tonumber((read_file("/proc/self/stat") or ""):match("^(%d+)"))
-
-local function threads_now()
-  local names = {}
-  for _, tid in ipairs(list_dir("/proc/" .. mypid .. "/task")) do
-    local comm = (read_file("/proc/" .. mypid .. "/task/" .. tid .. "/comm") or "?"):gsub("%s+$", "")
-    names[#names + 1] = tid .. ":" .. comm
-  end
-  return #names, names
-end
-
--- The children of this process (any thread's), zombies included.  (The
--- `ls` that lists them is a child too while it runs: it is left out.)
-local function children_now()
-  local kids = {}
-  for _, tid in ipairs(list_dir("/proc/" .. mypid .. "/task")) do
-    for pid in (read_file("/proc/" .. mypid .. "/task/" .. tid .. "/children") or ""):gmatch("%d+") do
-      local comm = (read_file("/proc/" .. pid .. "/comm") or ""):gsub("%s+$", "")
-      if comm ~= "ls" and comm ~= "sh" and comm ~= "" then kids[#kids + 1] = pid .. ":" .. comm end
-    end
-  end
-  return kids
-end
-
-local kill_pid
-do
-  local ok, uv = pcall(require, "luv")
-  if ok then
-    kill_pid = function(pid) return uv.kill(pid, "sigkill") == 0 end
-  else
-    kill_pid = function(pid) return os.execute("kill -KILL " .. pid) == true end
-  end
-end
-
 -- === checks ================================================================
 
-local passed, failed = 0, 0
-local function check(ok, fmt, ...)
-  local msg = fmt:format(...)
-  if ok then
-    passed = passed + 1
-    print("ok    " .. msg)
-  else
-    failed = failed + 1
-    print("FAIL  " .. msg)
-  end
-end
+local check, summary = S.checks()
 
 -- === the tasks =============================================================
 
@@ -417,5 +348,4 @@ repeat
 until core.now() > deadline
 check(#kids == 0, "no child process left (%s)", #kids > 0 and table.concat(kids, " ") or "none")
 
-print(("%d passed, %d failed"):format(passed, failed))
-os.exit(failed == 0 and 0 or 1)
+os.exit(summary() == 0 and 0 or 1)
