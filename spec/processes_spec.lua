@@ -945,7 +945,7 @@ describe("weft.processes", function()
     end
 
     it("die with the task at its deadline; the worker serves on", function()
-      local ex = processes { workers = 1 }
+      local ex = processes { workers = 1, kill_grace = 30 }   -- (serves on: time to unwind, even under valgrind)
       local worker = ex:submit(self_pid):result(30)
       local pidfile = util.tmpname()
       -- (the deadline counts from the task's start; its first act is the
@@ -960,7 +960,7 @@ describe("weft.processes", function()
     end)
 
     it("die at the deadline of a task that waits for one: it unwinds, the worker serves on", function()
-      local ex = processes { workers = 1 }
+      local ex = processes { workers = 1, kill_grace = 30 }   -- (serves on: time to unwind, even under valgrind)
       local worker = ex:submit(self_pid):result(30)
       local pidfile = util.tmpname()
       local path = util.tmpname()
