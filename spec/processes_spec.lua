@@ -1488,9 +1488,30 @@ describe("weft.processes when the parent is killed", function()
     all_die(pids)
   end)
 
-  it("leaves no worker behind that was busy running a task", function()
-    local pids = workers_of_killed_parent [[
+  -- The parent's script for the two specs below: two tasks run `busy`
+  -- (written pid.i, then spin), and once both started the pids in pid.1
+  -- and pid.2 go to the file the spec reads.
+  local function busy_parent(busy)
+    return [[
       local ex = weft.processes { workers = 2 }
+]] .. busy .. [[
+      ex:submit(busy, DIR .. "/pid.1")
+      ex:submit(busy, DIR .. "/pid.2")
+      local give_up = os.time() + 60
+      for i = 1, 2 do
+        while not io.open(DIR .. "/pid." .. i) do
+          assert(os.time() < give_up, "the busy tasks never started")
+          weft.sleep(0.01)
+        end
+      end
+      local out = io.open(DIR .. "/pids", "w")
+      for i = 1, 2 do out:write(io.open(DIR .. "/pid." .. i):read("a"), " ") end
+      out:close()
+    ]]
+  end
+
+  it("leaves no worker behind that was busy running a task", function()
+    all_die(workers_of_killed_parent(busy_parent [[
       -- (no gate here: this process is killed, it could not clean one up)
       local function busy(path)
         local f = io.open(path .. ".tmp", "w")
@@ -1500,45 +1521,18 @@ describe("weft.processes when the parent is killed", function()
         local stop = os.time() + 20
         while os.time() < stop do end
       end
-      ex:submit(busy, DIR .. "/pid.1")
-      ex:submit(busy, DIR .. "/pid.2")
-      local give_up = os.time() + 60
-      for i = 1, 2 do
-        while not io.open(DIR .. "/pid." .. i) do
-          assert(os.time() < give_up, "the busy tasks never started")
-          weft.sleep(0.01)
-        end
-      end
-      local out = io.open(DIR .. "/pids", "w")
-      for i = 1, 2 do out:write(io.open(DIR .. "/pid." .. i):read("a"), " ") end
-      out:close()
-    ]]
-    all_die(pids)
+    ]]))
   end)
 
   it("leaves no program behind that a busy task started", function()
-    local pids = workers_of_killed_parent [[
-      local ex = weft.processes { workers = 2 }
-      -- each task starts a sleep (the pid goes to pid.i) and spins
+    -- each task starts a sleep (its pid goes to pid.i) and spins
+    all_die(workers_of_killed_parent(busy_parent [[
       local function busy(path)
         os.execute("sleep 300 & echo $! > " .. path .. ".tmp; mv " .. path .. ".tmp " .. path)
         local stop = os.time() + 20
         while os.time() < stop do end
       end
-      ex:submit(busy, DIR .. "/pid.1")
-      ex:submit(busy, DIR .. "/pid.2")
-      local give_up = os.time() + 60
-      for i = 1, 2 do
-        while not io.open(DIR .. "/pid." .. i) do
-          assert(os.time() < give_up, "the busy tasks never started")
-          weft.sleep(0.01)
-        end
-      end
-      local out = io.open(DIR .. "/pids", "w")
-      for i = 1, 2 do out:write(io.open(DIR .. "/pid." .. i):read("a"), " ") end
-      out:close()
-    ]]
-    all_die(pids)
+    ]]))
   end)
 end)
 

@@ -130,12 +130,7 @@ local function mentions(err, text)
   return type(err) == "table" and tostring(err.message):find(text, 1, true) ~= nil
 end
 
-local function is_worker(ex, pid)
-  for _, p in ipairs(ex:stats().pids or {}) do
-    if p == pid then return true end
-  end
-  return false
-end
+local is_worker = S.is_worker
 
 local function worker_of(f)
   return tonumber(((f:info().worker or ""):match("^process (%d+)$")))

@@ -99,20 +99,13 @@ local function draw(kind)
   return "ok"
 end
 
--- Waits until f runs (its task started); false after 60 s.
+local is_worker = S.is_worker
+
 -- Stops each special task (force, kill) once it runs.  In any order: one
 -- may run before another submitted earlier (a task behind a killed one in
 -- its worker's pipe goes back to the queue while other workers take later
 -- ones), and the loops of later ones may hold every worker meanwhile.
 -- Gives up after 60 s without progress (counted as stuck).
--- Is pid one of ex's live worker processes (ex:stats().pids)?
-local function is_worker(ex, pid)
-  for _, p in ipairs(ex:stats().pids or {}) do
-    if p == pid then return true end
-  end
-  return false
-end
-
 local function stop_specials(ex, fs, fates, special, tally)
   local left, deadline = #special, core.now() + 60
   local done = {}

@@ -8,7 +8,7 @@
 --   S.read_file(path), S.list_dir(path), S.mypid
 --   S.threads_now() -> count, { "tid:comm", ... }
 --   S.children_now() -> { "pid:comm", ... }
---   S.kill_pid(pid) -> true if signalled
+--   S.kill_pid(pid) -> true if signalled; S.is_worker(ex, pid)
 --   local check, summary = S.checks()   -- check(ok, fmt, ...); summary() -> failed
 local S = {}
 
@@ -73,6 +73,14 @@ function S.children_now()
     end
   end
   return kids
+end
+
+--- Is pid one of the process pool ex's live workers (ex:stats().pids)?
+function S.is_worker(ex, pid)
+  for _, p in ipairs(ex:stats().pids or {}) do
+    if p == pid then return true end
+  end
+  return false
 end
 
 do
